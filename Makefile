@@ -1,0 +1,47 @@
+# daetalker_jax — see README.md. Every target runs on CPU; set DATA/WORKDIR to your own paths.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+DATA ?= runs/data
+SYNTH ?= runs/synth_videos
+DAE_WORKDIR ?= runs/dae
+S2L_WORKDIR ?= runs/s2l
+DAE_CONFIG ?= configs/dae.py:variant=demo
+S2L_CONFIG ?= configs/s2l.py:variant=demo
+AUDIO ?=
+OUT ?= runs/generated.mp4
+
+.PHONY: install test demo train_dae extract train_s2l generate eval bench synth prepare clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing espeak-ng (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else \
+	    echo "espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng"; exit 1; \
+	  fi; }
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+synth: install
+	$(PYTHON) -m data_prep.synthface --out $(SYNTH) --clips 40 --seconds 8 --size 128 --seed 0
+
+prepare: install
+	$(PYTHON) -m data_prep.prepare --src $(SYNTH) --out $(DATA) --size 128 --crop none
+
+train_dae: install
+	$(PYTHON) -m daetalker_jax.main --config=$(DAE_CONFIG) --workdir=$(DAE_WORKDIR) \
+	  --config.data.data_dir=$(DATA)
+
+clean:
+	rm -rf runs

@@ -1,0 +1,90 @@
+"""Stage 1: train the diffusion autoencoder (DAE) on face frames.
+
+Run:
+  python -m daetalker_jax.main --config=configs/dae.py:variant=tiny --workdir=/tmp/dae \
+      --config.data.data_dir=/tmp/synth_data
+Variants: `tiny` (CPU tests, = the reference tiny diffae model), `demo` (CPU demo, 64 px),
+`64`, `128` (= official diffae ffhq128_autoenc_130M), `256` (= official ffhq256_autoenc).
+"""
+
+import ml_collections
+
+# Model shapes per variant, named as diffae's BeatGANsAutoencConfig.
+_MODELS = {
+    'tiny': dict(image_size=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                 attention_resolutions=(16,), embed_channels=64, enc_out_channels=64,
+                 enc_channel_mult=(1, 2, 2, 2), dropout=0.0),
+    'demo': dict(image_size=64, model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
+                 attention_resolutions=(16,), embed_channels=128, enc_out_channels=128,
+                 enc_channel_mult=(1, 2, 2, 2, 2), dropout=0.0),
+    '64': dict(image_size=64, model_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+               attention_resolutions=(16,), embed_channels=512, enc_out_channels=512,
+               enc_channel_mult=(1, 2, 2, 2, 2), dropout=0.1),
+    '128': dict(image_size=128, model_channels=128, channel_mult=(1, 1, 2, 3, 4), num_res_blocks=2,
+                attention_resolutions=(16,), embed_channels=512, enc_out_channels=512,
+                enc_channel_mult=(1, 1, 2, 3, 4, 4), dropout=0.1),
+    '256': dict(image_size=256, model_channels=128, channel_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
+                attention_resolutions=(16,), embed_channels=512, enc_out_channels=512,
+                enc_channel_mult=(1, 1, 2, 2, 4, 4, 4), dropout=0.1),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = dict(a.split('=', 1) for a in arg.split(',')) if arg else {}
+  variant = args.get('variant', '128')
+  if variant not in _MODELS:
+    raise ValueError(f'configs/dae.py: unknown variant {variant!r}; choose from {sorted(_MODELS)}')
+  small = variant in ('tiny', 'demo')
+
+  config = ml_collections.ConfigDict()
+  config.task = 'dae'                       # train DAE (see daetalker_jax/tasks/)
+  config.variant = variant                  # which shape preset this config came from
+  config.seed = 0                           # base PRNG seed (params, noise, data order)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = ''                 # prepared TFDS dataset folder (data_prep.prepare --out)
+  config.data.shuffle_buffer = 2_000 if small else 50_000  # frames in the shuffle buffer
+  config.data.hflip = False                 # random horizontal flips (off: lips are asymmetric in speech)
+
+  config.model = ml_collections.ConfigDict(dict(
+      in_channels=3,                        # RGB
+      out_channels=3,                       # eps prediction
+      num_heads=1,                          # attention heads (diffae: 1)
+      enc_num_res_blocks=2,                 # res blocks per encoder level
+      enc_attn_resolutions=None,            # None: same as attention_resolutions
+      resblock_updown=True,                 # down/up-sample inside res blocks (BigGAN style)
+      **_MODELS[variant]))
+  config.model.lock()
+
+  config.diffusion = ml_collections.ConfigDict()
+  config.diffusion.T = 1000                 # training timesteps
+  config.diffusion.beta_start = 1e-4        # linear beta schedule start
+  config.diffusion.beta_end = 0.02          # linear beta schedule end
+  config.diffusion.sample_steps = 20 if not small else 10   # DDIM steps for eval / sample grids
+
+  config.batch_size = 8 if small else 64    # global batch (split over the mesh's data axes)
+  config.num_train_steps = 300 if small else 500_000   # optimizer steps
+  config.grad_accum_steps = 1               # micro-batches per optimizer step
+  config.dtype = 'float32'                  # compute dtype: float32 | bfloat16 (params stay float32)
+  config.remat = False                      # rematerialise each res block (saves memory)
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 2e-4 if small else 1e-4   # Adam peak learning rate (diffae: 1e-4)
+  config.optim.warmup_steps = 20 if small else 5_000     # linear warmup
+  config.optim.b1 = 0.9                     # Adam beta1
+  config.optim.b2 = 0.999                   # Adam beta2
+  config.optim.weight_decay = 0.0           # AdamW decoupled weight decay
+  config.optim.grad_clip = 1.0              # global-norm clip
+  config.optim.ema_decay = 0.995 if small else 0.9999    # EMA of parameters (diffae: 0.9999)
+
+  config.mesh = [('data', -1), ('fsdp', 1)]  # mesh axes and sizes; -1 takes the remaining devices
+  config.fsdp_min_bytes = 4 * 2**20         # shard a parameter over fsdp when larger than this
+
+  config.log_every_steps = 10 if small else 100          # metrics to TensorBoard / log
+  config.checkpoint_every_steps = 100 if small else 5_000  # orbax save period
+  config.keep_checkpoints = 3               # checkpoints kept
+  config.eval_every_steps = 100 if small else 10_000     # EMA reconstruction grid + PSNR
+  config.num_eval_images = 8                # fixed validation frames in the grid
+  config.init_from = ''                     # workdir or official diffae checkpoint to start from
+  config.distributed = False                # call jax.distributed.initialize() (multi-host GPU)
+  return config
