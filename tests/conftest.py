@@ -25,3 +25,21 @@ def reference_dir() -> pathlib.Path:
   if not REFERENCE.is_dir():
     raise FileNotFoundError(f'reference vectors not found at {REFERENCE}')
   return REFERENCE
+
+
+@pytest.fixture(scope='session')
+def synth_videos(tmp_path_factory) -> pathlib.Path:
+  """Six 3-second synthface clips at 64 px (real mp4 files with h264 video and AAC audio)."""
+  from data_prep import synthface  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp('synth') / 'videos'
+  synthface.generate_dataset(out, clips=6, seconds=3.0, size=64, seed=0, workers=2)
+  return out
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(synth_videos, tmp_path_factory) -> pathlib.Path:
+  """The synthface clips ingested by the real `data_prep.prepare` at 32 px (4 train / 1 val / 1 test)."""
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp('data') / 'tiny'
+  prepare.prepare(synth_videos, out, size=32, crop='none', val_fraction=0.17, test_fraction=0.17, seed=0)
+  return out

@@ -1,0 +1,560 @@
+"""Turns a folder of talking-face videos into the TFDS dataset the trainers read.
+
+Run:
+  python -m data_prep.prepare --src runs/synth_videos --out runs/data --size 128 --crop none
+
+For every video (mp4/mov/mkv/webm/avi, searched recursively) the frames are decoded as a stream at
+25 fps with the audio at 16 kHz (`daetalker_jax.data.video_io`), each frame goes through a
+*frame annotator* that chooses the crop box and may supply landmarks and head pose or drop the
+frame, the crop is resized (cv2.INTER_AREA) and JPEG-encoded, and the stream is cut into clips of
+at most `--max-clip-seconds` (a dropped frame also ends a clip). Clips are split train/val/test by
+clip, deterministically from `--seed`. The output folder holds the TFDS dataset plus
+`manifest.json` (per source: frames kept/dropped and why, clips) and `report.json` (fps,
+duration, face coverage, pose range, audio level).
+
+Annotators (`--crop`):
+  none            the whole frame (its centred square when not square); pose from the sidecar
+                  `<stem>.json` (synthface format) when present, else zeros; no landmarks.
+  box:x0,y0,x1,y1 a fixed box in source pixels (made square around its centre).
+  auto            face detection + landmarks + pose, registered by `data_prep.face`.
+Other modules add annotators with `register_annotator(name, factory)`.
+
+The build happens in `OUT.tmp-XXXX`, renamed to OUT only when complete; on any failure the
+temporary folder is removed, so a crash never leaves a dataset that looks complete. A bad video
+is skipped with a one-line message naming it (or is fatal with `--strict`); no usable video at all
+is fatal. The CLI prints one line and exits non-zero on fatal problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import importlib
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import tqdm
+
+from daetalker_jax.data import video_io
+from data_prep import report as report_lib
+
+VIDEO_EXTENSIONS = ('.mp4', '.mov', '.mkv', '.webm', '.avi')
+FPS = video_io.FPS
+SAMPLE_RATE = video_io.SAMPLE_RATE
+SAMPLES_PER_FRAME = video_io.SAMPLES_PER_FRAME
+NUM_LANDMARKS = 68
+
+
+class PrepareError(RuntimeError):
+  """A fatal problem; the message is one line meant for the user."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame annotators: the pluggable crop / landmarks / pose step.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Annotation:
+  """What an annotator says about one frame.
+
+  box: (x0, y0, x1, y1) crop in source pixels (square; may extend past the frame, padded black).
+  landmarks: float (68, 2) in source pixels, or None when unknown.
+  pose: float (3,) yaw, pitch, roll in degrees, or None (stored as zeros).
+  drop: a short reason ('no_face', ...) to drop this frame; the current clip ends here.
+  """
+  box: tuple[float, float, float, float] | None = None
+  landmarks: np.ndarray | None = None
+  pose: np.ndarray | None = None
+  drop: str | None = None
+
+
+class FrameAnnotator:
+  """Base class. `prepare` calls `begin` per video, `annotate` over its frame stream, then `end`.
+
+  `annotate` must yield exactly one (frame, Annotation) per input frame, in order (it may look
+  ahead, e.g. to smooth boxes over time, as long as it yields every frame). Subclasses that need
+  no look-ahead implement `annotate_frame` only.
+  """
+
+  def begin(self, source: pathlib.Path, info: video_io.VideoInfo) -> None:
+    """Called before the frames of `source`; raise VideoError to skip the source."""
+    del source, info
+
+  def annotate(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, Annotation]]:
+    for index, frame in enumerate(frames):
+      yield frame, self.annotate_frame(frame, index)
+
+  def annotate_frame(self, frame: np.ndarray, index: int) -> Annotation:
+    raise NotImplementedError
+
+  def end(self) -> dict:
+    """Per-source notes for the manifest (e.g. warnings); called after the last frame."""
+    return {}
+
+
+AnnotatorFactory = Callable[[str, int], FrameAnnotator]  # (argument after 'name:', crop size)
+_ANNOTATORS: dict[str, AnnotatorFactory] = {}
+
+
+def register_annotator(name: str, factory: AnnotatorFactory) -> None:
+  """Makes `--crop name[:arg]` build `factory(arg, size)`."""
+  _ANNOTATORS[name] = factory
+
+
+def make_annotator(crop: str, size: int) -> FrameAnnotator:
+  name, _, arg = crop.partition(':')
+  if name == 'auto' and name not in _ANNOTATORS:
+    try:
+      importlib.import_module('data_prep.face')  # registers 'auto' on import
+    except ModuleNotFoundError as e:
+      if e.name not in ('data_prep.face',):
+        raise PrepareError(f'crop=auto: data_prep.face needs a missing module ({e.name})') from None
+      raise PrepareError('crop=auto needs data_prep.face (face detection), which is not available; '
+                         'use --crop none or --crop box:x0,y0,x1,y1') from None
+    if name not in _ANNOTATORS:
+      raise PrepareError('crop=auto: data_prep.face did not register an "auto" annotator')
+  if name not in _ANNOTATORS:
+    raise PrepareError(f'unknown --crop {crop!r}; choose from none, box:x0,y0,x1,y1, auto')
+  return _ANNOTATORS[name](arg, size)
+
+
+def square_box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+  """The square with the same centre whose side is the larger side of the box."""
+  cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+  return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def _read_sidecar_pose(path: pathlib.Path) -> np.ndarray:
+  try:
+    side = json.loads(path.read_text())
+    frames = side['frames']
+    pose = np.stack([np.asarray(frames[k], np.float32) for k in ('yaw', 'pitch', 'roll')], -1)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise video_io.VideoError(f'{path}: bad sidecar ({type(e).__name__}: {e})') from None
+  if pose.ndim != 2 or not np.all(np.isfinite(pose)):
+    raise video_io.VideoError(f'{path}: bad sidecar (yaw/pitch/roll must be equal-length finite lists)')
+  return pose
+
+
+class WholeFrameAnnotator(FrameAnnotator):
+  """crop=none: whole (square) frame; pose from the synthface sidecar when there is one."""
+
+  def __init__(self, arg: str, size: int):
+    del size
+    if arg:
+      raise PrepareError(f'--crop none takes no argument, got {arg!r}')
+    self._pose = None
+    self._box = None
+    self._beyond = 0
+
+  def begin(self, source: pathlib.Path, info: video_io.VideoInfo) -> None:
+    side = source.with_suffix('.json')
+    self._pose = _read_sidecar_pose(side) if side.is_file() else None
+    self._beyond = 0
+    self._expected = info.expected_frames
+    w, h = info.width, info.height
+    s = min(w, h)  # centred square: a face must not be squashed when the video is not square
+    x0, y0 = (w - s) / 2, (h - s) / 2
+    self._box = (x0, y0, x0 + s, y0 + s)
+
+  def annotate_frame(self, frame: np.ndarray, index: int) -> Annotation:
+    pose = None
+    if self._pose is not None:
+      if index >= len(self._pose):
+        self._beyond += 1
+      pose = self._pose[min(index, len(self._pose) - 1)]
+    return Annotation(box=self._box, pose=pose)
+
+  def end(self) -> dict:
+    notes = {'pose_source': 'sidecar' if self._pose is not None else 'none (zeros)'}
+    if self._pose is not None:
+      notes['sidecar_frames'] = int(len(self._pose))
+      if self._beyond:
+        notes['warning'] = f'{self._beyond} frames past the sidecar end reuse its last pose'
+    return notes
+
+
+class FixedBoxAnnotator(FrameAnnotator):
+  """crop=box:x0,y0,x1,y1: the same box (source pixels) for every frame, no pose/landmarks."""
+
+  def __init__(self, arg: str, size: int):
+    del size
+    try:
+      x0, y0, x1, y1 = (float(v) for v in arg.split(','))
+    except ValueError:
+      raise PrepareError(f'--crop box:{arg}: expected box:x0,y0,x1,y1 (4 numbers)') from None
+    if not (x1 > x0 and y1 > y0):
+      raise PrepareError(f'--crop box:{arg}: need x1 > x0 and y1 > y0')
+    self._box = square_box(x0, y0, x1, y1)
+
+  def begin(self, source: pathlib.Path, info: video_io.VideoInfo) -> None:
+    x0, y0, x1, y1 = self._box
+    if x1 <= 0 or y1 <= 0 or x0 >= info.width or y0 >= info.height:
+      raise video_io.VideoError(f'{source}: crop box {self._box} lies outside the '
+                                f'{info.width}x{info.height} frame')
+
+  def annotate_frame(self, frame: np.ndarray, index: int) -> Annotation:
+    return Annotation(box=self._box)
+
+
+register_annotator('none', WholeFrameAnnotator)
+register_annotator('box', FixedBoxAnnotator)
+
+
+def crop_and_resize(frame: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+  """uint8 (H, W, 3) → uint8 (size, size, 3); parts of the box outside the frame are black."""
+  h, w = frame.shape[:2]
+  x0, y0, x1, y1 = (int(round(v)) for v in box)
+  pad = max(0, -x0, -y0, x1 - w, y1 - h)
+  if pad:
+    frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+  crop = frame[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+  if crop.shape[:2] == (size, size):
+    return np.ascontiguousarray(crop)
+  interp = cv2.INTER_AREA if crop.shape[0] >= size else cv2.INTER_LINEAR
+  return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits.
+# ---------------------------------------------------------------------------------------------
+
+
+def assign_splits(clip_ids: Sequence[str], val_fraction: float, test_fraction: float,
+                  seed: int) -> dict[str, str]:
+  """Deterministic split by clip: a seeded permutation of the sorted ids.
+
+  With 3 or more clips, val and test get at least one clip each (when their fraction is > 0) and
+  train keeps at least one; 2 clips give one train and one val clip, 1 clip is train.
+  """
+  ids = sorted(set(clip_ids))
+  n = len(ids)
+  order = [ids[i] for i in np.random.default_rng(seed).permutation(n)]
+  n_val = int(round(val_fraction * n))
+  n_test = int(round(test_fraction * n))
+  if n >= 2:  # evaluation hooks need a val clip as soon as one can be spared
+    n_val = max(n_val, 1 if val_fraction > 0 else 0)
+  if n >= 3:
+    n_test = max(n_test, 1 if test_fraction > 0 else 0)
+  while n_val + n_test > n - 1 and n > 0:  # train keeps at least one clip
+    if n_test >= n_val and n_test > 0:
+      n_test -= 1
+    else:
+      n_val -= 1
+  out = {}
+  for i, cid in enumerate(order):
+    out[cid] = 'val' if i < n_val else 'test' if i < n_val + n_test else 'train'
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-source processing.
+# ---------------------------------------------------------------------------------------------
+
+
+def find_videos(src: pathlib.Path) -> list[pathlib.Path]:
+  if not src.is_dir():
+    raise PrepareError(f'--src {src}: not a directory')
+  return sorted(p for p in src.rglob('*') if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def clip_stem(src: pathlib.Path, path: pathlib.Path) -> str:
+  """Unique readable id prefix: the relative path without suffix, '/' → '__'."""
+  return '__'.join(path.relative_to(src).with_suffix('').parts)
+
+
+@dataclasses.dataclass
+class _ClipBuffer:
+  start: int
+  images: list = dataclasses.field(default_factory=list)
+  poses: list = dataclasses.field(default_factory=list)
+  landmarks: list = dataclasses.field(default_factory=list)
+  valid: list = dataclasses.field(default_factory=list)
+  boxes: list = dataclasses.field(default_factory=list)
+
+
+class _SourceStats:
+  def __init__(self):
+    self.decoded = 0
+    self.kept = 0
+    self.dropped: collections.Counter = collections.Counter()
+    self.clips: list[dict] = []
+    self.poses: list[np.ndarray] = []
+    self.landmark_frames = 0
+
+
+def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, stage, *,
+                   size: int, max_clip_frames: int, min_clip_frames: int,
+                   jpeg_quality: int) -> dict:
+  """Decodes, annotates, crops and stages one video; returns its manifest entry.
+
+  Raises video_io.VideoError for an unusable file (the caller discards what was staged).
+  """
+  video = video_io.read_video(path, require_audio=True)
+  info = video.info
+  annotator.begin(path, info)
+  stats = _SourceStats()
+  validation = report_lib.SourceStats(str(path), fps_found=info.fps, duration=info.duration)
+  validation.add_audio(video.audio_for(info.expected_frames))
+  encode = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
+
+  def flush(buf: _ClipBuffer | None) -> None:
+    if buf is None or not buf.images:
+      return
+    n = len(buf.images)
+    if n < min_clip_frames:
+      stats.dropped['short_clip'] += n
+      stats.kept -= n
+      return
+    audio = video.audio_for(buf.start + n)[buf.start * SAMPLES_PER_FRAME:]
+    clip_id = f'{stem}_{len(stats.clips):03d}'
+    stage.add_clip(dict(
+        clip_id=clip_id, source=str(path), start_frame=buf.start, fps=FPS, sample_rate=SAMPLE_RATE,
+        num_frames=n, num_audio_samples=n * SAMPLES_PER_FRAME, audio=video_io.to_int16(audio),
+        frames=dict(image=buf.images, pose=np.stack(buf.poses), landmarks=np.stack(buf.landmarks),
+                    landmarks_valid=np.asarray(buf.valid, np.bool_), box=np.stack(buf.boxes))))
+    stats.clips.append(dict(clip_id=clip_id, start_frame=buf.start, num_frames=n))
+
+  buf: _ClipBuffer | None = None
+  bar = tqdm.tqdm(total=info.expected_frames, desc=stem[-30:], unit='frame', leave=False,
+                  disable=None, file=sys.stderr)
+  try:
+    for index, (frame, ann) in enumerate(annotator.annotate(video.frames)):
+      stats.decoded += 1
+      bar.update(1)
+      validation.add_annotation(types.SimpleNamespace(drop_reason=ann.drop, box=ann.box, pose=ann.pose))
+      if ann.drop is not None:
+        stats.dropped[ann.drop] += 1
+        flush(buf)
+        buf = None
+        continue
+      if buf is None or len(buf.images) >= max_clip_frames:
+        flush(buf)
+        buf = _ClipBuffer(start=index)
+      box = ann.box or (0.0, 0.0, float(frame.shape[1]), float(frame.shape[0]))
+      box = square_box(*box)
+      crop = crop_and_resize(frame, box, size)
+      ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), encode)
+      if not ok:
+        raise video_io.VideoError(f'{path}: JPEG encoding failed at frame {index}')
+      scale = size / (box[2] - box[0])
+      if ann.landmarks is not None:
+        lm = (np.asarray(ann.landmarks, np.float32).reshape(NUM_LANDMARKS, 2)
+              - np.array(box[:2], np.float32)) * scale
+        stats.landmark_frames += 1
+      else:
+        lm = np.zeros((NUM_LANDMARKS, 2), np.float32)
+      pose = np.zeros(3, np.float32) if ann.pose is None else np.asarray(ann.pose, np.float32).reshape(3)
+      buf.images.append(jpeg.tobytes())
+      buf.poses.append(pose)
+      buf.landmarks.append(lm)
+      buf.valid.append(ann.landmarks is not None)
+      buf.boxes.append(np.asarray(box, np.float32))
+      stats.poses.append(pose)
+      stats.kept += 1
+    flush(buf)
+  finally:
+    bar.close()
+  notes = annotator.end()
+  audio_rms = float(np.sqrt(np.mean(np.square(video.raw_audio)))) if video.raw_audio.size else 0.0
+  return dict(
+      source=str(path), status='ok', native_fps=round(info.fps, 3), width=info.width,
+      height=info.height, duration=round(info.duration, 3),
+      audio_seconds=round(video.raw_audio.size / SAMPLE_RATE, 3),
+      audio_rms_dbfs=round(20 * math.log10(max(audio_rms, 1e-9)), 1),
+      frames_decoded=stats.decoded, frames_kept=stats.kept,
+      frames_dropped=dict(stats.dropped), landmark_frames=stats.landmark_frames,
+      pose_min=np.min(stats.poses, 0).round(2).tolist() if stats.poses else None,
+      pose_max=np.max(stats.poses, 0).round(2).tolist() if stats.poses else None,
+      clips=stats.clips, validation=validation.summary(), **notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole build.
+# ---------------------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: int = 128,
+            crop: str = 'none', val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+            max_clip_seconds: float = 20.0, min_clip_frames: int = 5, jpeg_quality: int = 95,
+            overwrite: bool = False, strict: bool = False) -> dict:
+  """Builds the dataset folder `out` from the videos under `src`; returns the report dict."""
+  src, out = pathlib.Path(src), pathlib.Path(out)
+  if not 8 <= size <= 1024:
+    raise PrepareError(f'--size {size}: expected 8..1024 pixels')
+  if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+    raise PrepareError(f'--val-fraction {val_fraction} / --test-fraction {test_fraction}: '
+                       'need each in [0, 1) and a sum below 1')
+  if max_clip_seconds * FPS < 1:
+    raise PrepareError(f'--max-clip-seconds {max_clip_seconds}: shorter than one frame')
+  if not 1 <= jpeg_quality <= 100:
+    raise PrepareError(f'--jpeg-quality {jpeg_quality}: expected 1..100')
+  if out.exists() and not overwrite:
+    raise PrepareError(f'--out {out} already exists (pass --overwrite to replace it)')
+  videos = find_videos(src)
+  if not videos:
+    raise PrepareError(f'--src {src}: no video files ({"/".join(VIDEO_EXTENSIONS)})')
+  annotator = make_annotator(crop, size)
+  max_clip_frames = max(1, int(round(max_clip_seconds * FPS)))
+
+  # Deferred import: TensorFlow is slow to load and the argument checks above should be instant.
+  from data_prep import tfds_writer  # pylint: disable=g-import-not-at-top
+
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'{out.name}.tmp-', dir=out.parent))
+  t0 = time.time()
+  try:
+    writer = tfds_writer.DatasetWriter(tmp, size)
+    sources, skipped = [], []
+    for path in tqdm.tqdm(videos, desc='videos', unit='video', disable=None, file=sys.stderr):
+      stage = writer.stage()
+      try:
+        entry = process_source(path, clip_stem(src, path), annotator, stage, size=size,
+                               max_clip_frames=max_clip_frames, min_clip_frames=min_clip_frames,
+                               jpeg_quality=jpeg_quality)
+      except video_io.VideoError as e:
+        stage.discard()
+        if strict:
+          raise PrepareError(str(e)) from None
+        _log(f'prepare: skipping {e}')
+        skipped.append(dict(source=str(path), status='skipped', reason=str(e)))
+        continue
+      stage.commit()
+      if not entry['clips']:
+        _log(f'prepare: skipping {path}: no clip of at least {min_clip_frames} frames '
+             f'(dropped: {entry["frames_dropped"]})')
+      sources.append(entry)
+    clip_frames = {c.clip_id: c.num_frames for c in writer.clips}
+    if not clip_frames:
+      first = skipped[0]['reason'] if skipped else 'no frames kept'
+      raise PrepareError(f'no usable video in {src} ({len(videos)} file(s); first problem: {first})')
+    assignment = assign_splits(list(clip_frames), val_fraction, test_fraction, seed)
+    split_summary = {s: dict(clips=0, frames=0) for s in tfds_writer.SPLITS}
+    for cid, split in assignment.items():
+      split_summary[split]['clips'] += 1
+      split_summary[split]['frames'] += clip_frames[cid]
+    for entry in sources:
+      for c in entry['clips']:
+        c['split'] = assignment[c['clip_id']]
+    metadata = dict(image_size=size, fps=FPS, sample_rate=SAMPLE_RATE, crop=crop,
+                    splits=split_summary, seed=seed, max_clip_seconds=max_clip_seconds)
+    writer.finalize(assignment, metadata)
+
+    kept = sum(e['frames_kept'] for e in sources)
+    decoded = sum(e['frames_decoded'] for e in sources)
+    dropped = collections.Counter()
+    for e in sources:
+      dropped.update(e['frames_dropped'])
+    poses = [(e['pose_min'], e['pose_max']) for e in sources if e['pose_min'] is not None]
+    report = dict(
+        src=str(src), out=str(out), image_size=size, crop=crop, fps=FPS, sample_rate=SAMPLE_RATE,
+        videos_found=len(videos), videos_used=len(sources), videos_skipped=len(skipped),
+        clips=len(clip_frames), frames_decoded=decoded, frames_kept=kept,
+        frames_dropped=dict(dropped), face_coverage=round(kept / max(decoded, 1), 4),
+        landmark_coverage=round(sum(e['landmark_frames'] for e in sources) / max(kept, 1), 4),
+        hours=round(kept / FPS / 3600, 4),
+        source_fps=sorted({e['native_fps'] for e in sources}),
+        source_duration_s=dict(min=min(e['duration'] for e in sources),
+                               max=max(e['duration'] for e in sources)) if sources else None,
+        pose_min=np.min([p[0] for p in poses], 0).tolist() if poses else None,
+        pose_max=np.max([p[1] for p in poses], 0).tolist() if poses else None,
+        audio_rms_dbfs=dict(min=min(e['audio_rms_dbfs'] for e in sources),
+                            max=max(e['audio_rms_dbfs'] for e in sources)) if sources else None,
+        splits=split_summary, seconds=round(time.time() - t0, 1))
+    # The footage checks (coverage, face size, pose, silence, clipping, fps) with their warnings.
+    validation = report_lib.build_report([e.pop('validation') for e in sources], target_size=size)
+    report['validation'] = validation.to_dict()
+    manifest = dict(settings=dict(src=str(src), size=size, crop=crop, val_fraction=val_fraction,
+                                  test_fraction=test_fraction, seed=seed,
+                                  max_clip_seconds=max_clip_seconds, min_clip_frames=min_clip_frames,
+                                  jpeg_quality=jpeg_quality),
+                    sources=sources + skipped)
+    (tmp / 'manifest.json').write_text(json.dumps(manifest, indent=1))
+    (tmp / 'report.json').write_text(json.dumps(report, indent=1))
+
+    old = None
+    if out.exists():  # --overwrite: move the old dataset aside only once the new one is complete
+      old = pathlib.Path(tempfile.mkdtemp(prefix=f'{out.name}.old-', dir=out.parent))
+      os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return report
+
+
+def print_summary(report: dict) -> None:
+  s = report['splits']
+  lines = [
+      f'prepared {report["out"]}: {report["clips"]} clips from {report["videos_used"]} of '
+      f'{report["videos_found"]} videos ({report["videos_skipped"]} skipped), '
+      f'{report["frames_kept"]} frames kept of {report["frames_decoded"]} '
+      f'({100 * report["face_coverage"]:.1f}%), {report["hours"] * 60:.1f} min at {FPS} fps, '
+      f'{report["image_size"]}px crops ({report["crop"]})',
+      '  splits: ' + ', '.join(f'{k} {v["clips"]} clips / {v["frames"]} frames' for k, v in s.items()),
+  ]
+  if report['frames_dropped']:
+    lines.append(f'  dropped frames: {report["frames_dropped"]}')
+  if report['pose_min'] is not None:
+    lines.append('  pose range (yaw, pitch, roll deg): '
+                 f'{[round(v, 1) for v in report["pose_min"]]} .. {[round(v, 1) for v in report["pose_max"]]}')
+  if report['audio_rms_dbfs']:
+    a = report['audio_rms_dbfs']
+    lines.append(f'  audio RMS: {a["min"]} .. {a["max"]} dBFS; took {report["seconds"]} s')
+  print('\n'.join(lines))
+  v = report.get('validation')
+  if v:
+    report_lib.ValidationReport(sources=v['sources'], totals=v['totals'],
+                                warnings=v['warnings']).print_report()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog='python -m data_prep.prepare', description=__doc__.split('\n')[0])
+  p.add_argument('--src', required=True, help='folder of videos (searched recursively)')
+  p.add_argument('--out', required=True, help='dataset folder to create')
+  p.add_argument('--size', type=int, default=128, help='square crop size in pixels')
+  p.add_argument('--crop', default='none', help='none | box:x0,y0,x1,y1 | auto')
+  p.add_argument('--val-fraction', type=float, default=0.1, help='fraction of clips for val')
+  p.add_argument('--test-fraction', type=float, default=0.1, help='fraction of clips for test')
+  p.add_argument('--seed', type=int, default=0, help='seed of the clip split')
+  p.add_argument('--max-clip-seconds', type=float, default=20.0, help='longer videos are cut')
+  p.add_argument('--min-clip-frames', type=int, default=5, help='shorter clips are dropped')
+  p.add_argument('--jpeg-quality', type=int, default=95, help='JPEG quality of stored crops')
+  p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+  p.add_argument('--strict', action='store_true', help='a bad video is fatal instead of skipped')
+  args = p.parse_args(argv)
+  try:
+    report = prepare(args.src, args.out, size=args.size, crop=args.crop,
+                     val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                     max_clip_seconds=args.max_clip_seconds, min_clip_frames=args.min_clip_frames,
+                     jpeg_quality=args.jpeg_quality, overwrite=args.overwrite, strict=args.strict)
+  except (PrepareError, video_io.VideoError, OSError) as e:
+    print(f'prepare: error: {" ".join(str(e).split())}', file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print('prepare: interrupted; nothing was written', file=sys.stderr)
+    return 130
+  print_summary(report)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

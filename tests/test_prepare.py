@@ -1,0 +1,284 @@
+"""data_prep.prepare: tiny ffmpeg-made videos → TFDS dataset; alignment, splits, bad input."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from daetalker_jax.data import audio as audio_lib
+from daetalker_jax.data import dataset
+from daetalker_jax.data import video_io
+from data_prep import prepare
+from tests import _videos
+
+SIZE = 32
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  root = tmp_path_factory.mktemp('prep')
+  src = _videos.make_source_folder(root / 'src')
+  out = root / 'data'
+  report = prepare.prepare(src, out, size=SIZE, crop='none', max_clip_seconds=1.0, seed=0)
+  return src, out, report
+
+
+def _no_leftovers(parent: pathlib.Path, name: str) -> None:
+  left = [p.name for p in parent.iterdir() if p.name.startswith(name)]
+  assert not left, f'left behind: {left}'
+
+
+def _clips(out):
+  return {s: list(dataset.iterate_clips(out, s)) for s in ('train', 'val', 'test')}
+
+
+def test_video_io_alignment(tmp_path):
+  """read_video: 25 fps frames, audio tone exactly in the loud frames, 30 fps resampled."""
+  p = _videos.make_video(tmp_path / 'a.mp4', num_frames=25, loud_frames=(3, 17))
+  v = video_io.read_video(p)
+  frames = np.stack(list(v.frames))
+  assert frames.shape == (25, 40, 48, 3) and frames.dtype == np.uint8
+  levels = frames[:, -8:, :, 0].mean((1, 2))  # bottom rows: the moving square never goes there
+  np.testing.assert_allclose(levels, [_videos.frame_level(k) for k in range(25)], atol=3)
+  a = v.audio_for(25)
+  assert a.shape == (25 * 640,) and a.dtype == np.float32
+  energy = np.square(a.reshape(25, 640)).mean(1)
+  assert set(np.nonzero(energy > 0.01)[0]) == {3, 17}
+  # 30 fps source: frame 6 at 30 fps spans 0.2-0.233 s → frame 5 at 25 fps (0.2-0.24 s).
+  p = _videos.make_video(tmp_path / 'b.mp4', num_frames=30, fps=30, loud_frames=(6,))
+  v = video_io.read_video(p)
+  assert sum(1 for _ in v.frames) == 25
+  energy = np.square(v.audio_for(25).reshape(25, 640)).mean(1)
+  assert np.argmax(energy) == 5
+
+
+def test_load_audio(tmp_path):
+  p = _videos.make_video(tmp_path / 'a.mp4', num_frames=25, loud_frames=(2,))
+  a = audio_lib.load_audio(p)
+  assert a.dtype == np.float32 and a.ndim == 1 and abs(len(a) - 16000) < 700
+  np.testing.assert_allclose(np.abs(a).max(), 0.5, atol=0.05)
+  a8 = audio_lib.load_audio(p, sr=8000)
+  assert abs(len(a8) - 8000) < 400
+  with pytest.raises(audio_lib.AudioError, match='no audio stream'):
+    audio_lib.load_audio(_videos.make_video(tmp_path / 'silent.mp4', audio=False))
+  (tmp_path / 'x.wav').write_text('nope')
+  with pytest.raises(audio_lib.AudioError, match='x.wav'):
+    audio_lib.load_audio(tmp_path / 'x.wav')
+
+
+def test_video_writer_roundtrip(tmp_path):
+  frames = _videos.make_frames(12, 32, 32)
+  tone = _videos.make_audio(12, 25, loud_frames=(4,))
+  with video_io.VideoWriter(tmp_path / 'w.mp4', fps=25, size=32, audio=tone) as w:
+    for f in frames:
+      w.write(f)
+  assert [p.name for p in tmp_path.iterdir()] == ['w.mp4']
+  v = video_io.read_video(tmp_path / 'w.mp4')
+  got = np.stack(list(v.frames))
+  assert got.shape == (12, 32, 32, 3)
+  np.testing.assert_allclose(got[:, -6:, :, 0].mean((1, 2)), frames[:, -6:, :, 0].mean((1, 2)), atol=4)
+  assert np.argmax(np.square(v.audio_for(12).reshape(12, 640)).mean(1)) == 4
+  # An exception inside the block leaves nothing behind.
+  with pytest.raises(RuntimeError):
+    with video_io.VideoWriter(tmp_path / 'x.mp4', size=32) as w:
+      w.write(frames[0])
+      raise RuntimeError('boom')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['w.mp4']
+
+
+def test_dataset_contents(built):
+  src, out, report = built
+  clips = _clips(out)
+  all_clips = [c for cs in clips.values() for c in cs]
+  # synth_0002 (28 frames) → 25 + 3, and the 3-frame tail is below min_clip_frames.
+  assert len(all_clips) == report['clips'] == 3 + 3 + 2
+  assert report['frames_dropped'] == {'short_clip': 3}
+  for c in all_clips:
+    n = c['num_frames']
+    assert c['images'].shape == (n, SIZE, SIZE, 3) and c['images'].dtype == np.uint8
+    assert c['audio'].shape == (n * 640,) and c['audio'].dtype == np.int16
+    assert c['pose'].shape == (n, 3) and c['landmarks'].shape == (n, 68, 2)
+    assert not c['landmarks_valid'].any()
+    k = c['start_frame'] + np.arange(n)
+    # The right source frames, in order (grey level of the bottom rows identifies the frame).
+    levels = c['images'][:, -4:, :, 1].astype(float).mean((1, 2))
+    src_k = np.round(k * 30 / 25).astype(int) if 'fast' in c['clip_id'] else k  # fps=25 picks nearest
+    np.testing.assert_allclose(levels, [_videos.frame_level(i) for i in src_k], atol=4)
+    if 'fast' not in c['clip_id']:
+      # Audio sample 640*k belongs to frame k: the tone is exactly in the loud frames.
+      energy = np.square(c['audio'].astype(np.float64).reshape(n, 640) / 32768).mean(1)
+      assert set(k[energy > 0.01]) == set(_videos.LOUD) & set(k), c['clip_id']
+    if c['clip_id'].startswith('synth'):
+      np.testing.assert_allclose(c['pose'], _videos.sidecar_pose(pathlib.Path(c['source']))[k], atol=1e-5)
+      np.testing.assert_allclose(c['box'], np.tile([0, 0, 40, 40], (n, 1)))
+    else:
+      np.testing.assert_array_equal(c['pose'], 0)
+  long = sorted((c['start_frame'], c['num_frames']) for c in all_clips if 'long' in c['clip_id'])
+  assert long == [(0, 25), (25, 25), (50, 10)]
+  long_box = next(c['box'][0] for c in all_clips if 'long' in c['clip_id'])
+  np.testing.assert_allclose(long_box, [4, 0, 44, 40])  # centred square of the 48x40 frame
+  fast = [c for c in all_clips if 'fast' in c['clip_id']]
+  assert [c['num_frames'] for c in fast] == [25, 5]  # 1.2 s at 30 fps → 30 frames at 25 fps
+
+
+def test_split_by_clip_and_info(built):
+  _, out, report = built
+  ids = {s: [c['clip_id'] for c in dataset.iterate_clips(out, s)] for s in ('train', 'val', 'test')}
+  flat = [i for v in ids.values() for i in v]
+  assert len(flat) == len(set(flat)) == 8
+  assert all(len(v) >= 1 for v in ids.values())
+  info = dataset.dataset_info(out)
+  assert info['image_size'] == SIZE
+  for s in ids:
+    assert info['splits'][s]['clips'] == len(ids[s])
+    assert sorted(dataset.clip_ids(out, s)) == sorted(ids[s])
+  assert sum(v['frames'] for v in info['splits'].values()) == report['frames_kept'] == 20 + 24 + 25 + 60 + 30
+  manifest = json.loads((out / 'manifest.json').read_text())
+  assert {pathlib.Path(s['source']).name for s in manifest['sources']} == {
+      'synth_0000.mp4', 'synth_0001.mp4', 'synth_0002.mp4', 'long.mkv', 'fast.mp4'}
+  rep = json.loads((out / 'report.json').read_text())
+  assert rep['face_coverage'] == round(159 / 162, 4)
+  assert rep['validation']['totals']['frames_kept'] == 162  # faces kept (short clips cut later)
+  assert any('short footage' in w for w in rep['validation']['warnings'])
+
+
+def test_assign_splits():
+  ids = [f'c{i}' for i in range(10)]
+  a = prepare.assign_splits(ids, 0.1, 0.1, seed=0)
+  assert a == prepare.assign_splits(list(reversed(ids)), 0.1, 0.1, seed=0)
+  assert sorted(a.values()).count('val') == 1 and sorted(a.values()).count('test') == 1
+  assert a != prepare.assign_splits(ids, 0.1, 0.1, seed=1)
+  three = prepare.assign_splits(ids[:3], 0.1, 0.1, seed=0)
+  assert sorted(three.values()) == ['test', 'train', 'val']
+  assert prepare.assign_splits(ids[:1], 0.1, 0.1, seed=0) == {'c0': 'train'}
+  assert sorted(prepare.assign_splits(ids[:2], 0.1, 0.1, seed=0).values()) == ['train', 'val']
+  assert set(prepare.assign_splits(ids, 0.0, 0.0, seed=0).values()) == {'train'}
+
+
+def _run_cli(src, out, *extra):
+  return prepare.main(['--src', str(src), '--out', str(out), '--size', str(SIZE), *extra])
+
+
+def _assert_fails(capsys, src, out, match, *extra):
+  assert _run_cli(src, out, *extra) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith('prepare: error:') and match in err[-1], err
+  assert 'Traceback' not in '\n'.join(err)
+  assert not out.exists()
+  _no_leftovers(out.parent, out.name)
+
+
+def test_bad_inputs(tmp_path, capsys):
+  out = tmp_path / 'data'
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  _assert_fails(capsys, empty, out, 'no video files')
+  _assert_fails(capsys, tmp_path / 'missing', out, 'not a directory')
+
+  notvideo = tmp_path / 'notvideo'
+  notvideo.mkdir()
+  (notvideo / 'clip.mp4').write_text('this is not a video')
+  _assert_fails(capsys, notvideo, out, 'clip.mp4: not a readable video')
+
+  noaudio = tmp_path / 'noaudio'
+  _videos.make_video(noaudio / 'mute.mp4', audio=False)
+  _assert_fails(capsys, noaudio, out, 'mute.mp4: no audio track')
+
+  trunc = tmp_path / 'trunc'  # moov atom at the end: the container itself is unreadable
+  _videos.truncate(_videos.make_video(trunc / 'cut.mp4', num_frames=50))
+  _assert_fails(capsys, trunc, out, 'cut.mp4: not a readable video, or truncated')
+
+  trunc2 = tmp_path / 'trunc2'  # faststart: readable header, frames missing at the end
+  _videos.truncate(_videos.make_video(trunc2 / 'cut.mp4', num_frames=100, faststart=True), 0.6)
+  _assert_fails(capsys, trunc2, out, 'cut.mp4: truncated video: decoded')
+
+  good = tmp_path / 'good'
+  _videos.make_video(good / 'a.mp4')
+  if not (pathlib.Path(prepare.__file__).parent / 'face.py').exists():
+    _assert_fails(capsys, good, out, 'crop=auto needs data_prep.face', '--crop', 'auto')
+  _assert_fails(capsys, good, out, 'unknown --crop', '--crop', 'fancy')
+  _assert_fails(capsys, good, out, 'expected box:x0,y0,x1,y1', '--crop', 'box:1,2')
+  _assert_fails(capsys, good, out, 'lies outside', '--crop', 'box:100,100,120,120')
+  _assert_fails(capsys, good, out, '--val-fraction', '--val-fraction', '0.6', '--test-fraction', '0.5')
+
+
+def test_mixed_folder(tmp_path, capsys):
+  src = tmp_path / 'src'
+  _videos.make_video(src / 'good.mp4', num_frames=30)
+  _videos.make_video(src / 'other.mov', num_frames=20, sidecar=False)
+  (src / 'notes.mp4').write_text('not a video')
+  _videos.make_video(src / 'mute.mkv', audio=False)
+  (src / 'readme.txt').write_text('ignored: not a video extension')
+  out = tmp_path / 'data'
+  _assert_fails(capsys, src, out, 'mute.mkv: no audio track', '--strict')  # first bad file (sorted)
+  assert _run_cli(src, out, '--crop', 'box:4,0,44,40') == 0
+  err = capsys.readouterr().err
+  assert 'skipping ' + str(src / 'mute.mkv') + ': no audio track' in err
+  assert str(src / 'notes.mp4') in err
+  manifest = json.loads((out / 'manifest.json').read_text())
+  status = {pathlib.Path(s['source']).name: s['status'] for s in manifest['sources']}
+  assert status == {'good.mp4': 'ok', 'other.mov': 'ok', 'notes.mp4': 'skipped', 'mute.mkv': 'skipped'}
+  clips = [c for s in ('train', 'val', 'test') for c in dataset.iterate_clips(out, s)]
+  assert sum(c['num_frames'] for c in clips) == 50
+  np.testing.assert_allclose(clips[0]['box'][0], [4, 0, 44, 40])
+  _no_leftovers(tmp_path, 'data.')
+  # An existing dataset is kept unless --overwrite; with it, replaced atomically.
+  assert _run_cli(src, out) == 1 and 'already exists' in capsys.readouterr().err
+  assert _run_cli(src, out, '--overwrite', '--max-clip-seconds', '0.4') == 0
+  assert len([c for s in ('train', 'val', 'test') for c in dataset.iterate_clips(out, s)]) > len(clips)
+  _no_leftovers(tmp_path, 'data.')
+
+
+class _FailingAnnotator(prepare.FrameAnnotator):
+  """A real annotator that breaks on frame 10 of its second video (a crash mid-build)."""
+
+  def __init__(self, arg, size):
+    del arg, size
+    self.videos = 0
+
+  def begin(self, source, info):
+    self.videos += 1
+
+  def annotate_frame(self, frame, index):
+    if self.videos == 2 and index == 10:
+      raise RuntimeError('annotator crashed')
+    return prepare.Annotation(box=(0, 0, frame.shape[1], frame.shape[1]), drop='blurry' if index == 3 else None)
+
+
+def test_crash_leaves_nothing(tmp_path):
+  prepare.register_annotator('failing_for_test', _FailingAnnotator)
+  src = tmp_path / 'src'
+  for i in range(2):
+    _videos.make_video(src / f'v{i}.mp4', num_frames=20, width=40, height=40)
+  with pytest.raises(RuntimeError, match='annotator crashed'):
+    prepare.prepare(src, tmp_path / 'data', size=SIZE, crop='failing_for_test')
+  assert not (tmp_path / 'data').exists()
+  _no_leftovers(tmp_path, 'data')
+
+
+def test_dropped_frames_split_clips(tmp_path):
+  class DropAnnotator(prepare.FrameAnnotator):
+    def __init__(self, arg, size):
+      del arg, size
+
+    def annotate_frame(self, frame, index):
+      lm = np.tile([[10.0, 20.0]], (68, 1))
+      return prepare.Annotation(box=(0, 0, 40, 40), landmarks=lm, pose=np.array([1., 2., 3.]),
+                                drop='no_face' if index in (8, 9, 21) else None)
+  prepare.register_annotator('drop_for_test', DropAnnotator)
+  src = tmp_path / 'src'
+  _videos.make_video(src / 'v.mp4', num_frames=30, width=40, height=40)
+  report = prepare.prepare(src, tmp_path / 'data', size=SIZE, crop='drop_for_test',
+                           val_fraction=0, test_fraction=0, min_clip_frames=5)
+  clips = sorted(((c['start_frame'], c['num_frames'], c) for c in dataset.iterate_clips(tmp_path / 'data', 'train')),
+                 key=lambda t: t[0])
+  # Frames 0-7 | drop 8,9 | 10-20 | drop 21 | 22-29.
+  assert [(s, n) for s, n, _ in clips] == [(0, 8), (10, 11), (22, 8)]
+  assert report['frames_dropped'] == {'no_face': 3}
+  c = clips[1][2]
+  np.testing.assert_allclose(c['landmarks'][0, 0], [10 * SIZE / 40, 20 * SIZE / 40])  # crop pixels
+  assert c['landmarks_valid'].all()
+  np.testing.assert_allclose(c['pose'], np.tile([1., 2., 3.], (11, 1)))
+  energy = np.square(c['audio'].reshape(11, 640).astype(float)).mean(1)
+  assert c['audio'].shape == (11 * 640,) and np.all(energy == 0)
