@@ -1,0 +1,330 @@
+"""Drawing and measuring the synthetic face (DESIGN §4).
+
+The face is a set of 3D feature points on an ellipsoidal head (outline, hair cap, brows, eyes with
+iris and pupil, nose, lips, mouth interior, teeth). Each frame rotates them by the head pose and
+projects them orthographically (weak perspective), so yaw and pitch look like a head turning, and
+the line between the two irises is tilted by exactly the roll angle. Drawing is OpenCV with
+anti-aliased polygons on a supersampled canvas, downsampled with area averaging.
+
+Three colours are reserved so that any frame -- generated, re-encoded, or produced by a model --
+can be measured without the generator's metadata (`measure_frame`): the mouth interior, the iris
+and the teeth. Every other colour the renderer uses (`PALETTE`, and the background texture range)
+stays well outside the colour windows `TOLERANCE` that measure_frame uses for them.
+
+Pose convention: R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in image axes (x right, y down, z towards the
+camera). Positive yaw moves the nose to the image's right, positive pitch moves it up, positive
+roll turns the face clockwise on screen (the right eye goes down): roll = atan2(dy, dx) of the
+iris line in image coordinates.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import cv2
+import numpy as np
+
+# Reserved colours (RGB). Nothing else in the image may come near them.
+MOUTH_RGB = (90, 10, 20)
+IRIS_RGB = (40, 90, 200)
+TEETH_RGB = (245, 245, 240)
+RESERVED = {'mouth': MOUTH_RGB, 'iris': IRIS_RGB, 'teeth': TEETH_RGB}
+
+# Every other colour drawn (RGB).
+PALETTE = {
+    'skin': (232, 186, 154),
+    'skin_shade': (206, 156, 124),
+    'neck': (196, 146, 116),
+    'cheek': (232, 162, 142),
+    'hair': (128, 102, 76),
+    'brow': (122, 98, 78),
+    'lid': (150, 108, 88),
+    'lash': (125, 100, 92),
+    'sclera': (218, 206, 188),
+    'pupil': (30, 45, 95),
+    'nose': (214, 160, 128),
+    'nostril': (170, 116, 96),
+    'lips': (192, 104, 104),
+    'lip_line': (152, 88, 82),
+    'shirt': (72, 104, 92),
+}
+# The background texture blends these two colours (every blend is a convex combination).
+BACKGROUND_RGB = ((150, 162, 120), (112, 128, 98))
+
+# Colour-distance windows of measure_frame, per reserved colour: weight 1 at RGB distance <= lo,
+# 0 at >= hi, linear between (a pixel half covered by the colour gets a partial weight). Every
+# palette colour lies further than hi + 10 from the reserved colour, so only the reserved parts
+# count; the width absorbs h264/JPEG drift and 4:2:0 chroma smearing. Teeth are only counted next
+# to mouth interior (the eye whites are only ~70 away from the teeth colour).
+TOLERANCE = {'mouth': (30.0, 75.0), 'iris': (40.0, 95.0), 'teeth': (30.0, 58.0)}
+
+_SUPERSAMPLE_TARGET = 256  # draw on a canvas of at least this many pixels, then INTER_AREA down.
+
+
+def _surface(u: np.ndarray, v: np.ndarray, dz: np.ndarray | float = 0.0) -> np.ndarray:
+  """Points on the front of the unit head ellipsoid at normalised (u, v), pushed out by dz."""
+  u, v = np.broadcast_arrays(np.asarray(u, np.float64), np.asarray(v, np.float64))
+  w = np.sqrt(np.clip(1.0 - u * u - v * v, 0.0, None)) + dz
+  return np.stack([u, v, w], axis=-1)  # (..., 3) in units of the semi-axes (a, b, c)
+
+
+@functools.lru_cache(maxsize=1)
+def _ellipsoid_points() -> tuple[np.ndarray, np.ndarray]:
+  """Sample points of the whole head ellipsoid (for the outline) and of the hair cap."""
+  th = np.linspace(0.0, np.pi, 25)[1:-1]  # polar angle from the top (-y)
+  ph = np.linspace(0.0, 2 * np.pi, 48, endpoint=False)
+  th, ph = np.meshgrid(th, ph, indexing='ij')
+  pts = np.stack([np.sin(th) * np.cos(ph), -np.cos(th), np.sin(th) * np.sin(ph)], -1).reshape(-1, 3)
+  pts = np.concatenate([pts, [[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]]])
+  # Hair: a cap above a hairline that rises towards the temples.
+  hair = pts[pts[:, 1] < -0.5 + 0.12 * np.abs(pts[:, 0])]
+  return pts, hair
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+  y, p, r = (math.radians(x) for x in (yaw, pitch, roll))
+  rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+  ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+  rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+  return rz @ ry @ rx
+
+
+@functools.lru_cache(maxsize=8)
+def background(size: int) -> np.ndarray:
+  """The fixed textured background (uint8 (size, size, 3) RGB); the same for every clip and seed."""
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+  t = (0.5 + 0.22 * np.sin(2 * np.pi * (3 * xx + 2 * yy)) +
+       0.16 * np.sin(2 * np.pi * (5 * yy - 1.5 * xx) + 1.0) +
+       0.12 * np.cos(2 * np.pi * 7 * np.hypot(xx - 0.3, yy - 0.7)))
+  rng = np.random.default_rng(20230331)  # fixed: the background is part of the dataset's identity
+  noise = cv2.GaussianBlur(rng.standard_normal((size, size)), (0, 0), max(0.6, size / 96))
+  t = np.clip(t + 0.08 * noise / max(noise.std(), 1e-6), 0.0, 1.0)[..., None]
+  c0, c1 = (np.asarray(c, np.float64) for c in BACKGROUND_RGB)
+  return np.round(c0 * (1 - t) + c1 * t).astype(np.uint8)
+
+
+def _fill(img: np.ndarray, pts: np.ndarray, color) -> None:
+  """Anti-aliased polygon fill with 4 fractional bits of sub-pixel precision."""
+  if len(pts) >= 3:
+    cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], color, cv2.LINE_AA, shift=4)
+
+
+def _line(img: np.ndarray, pts: np.ndarray, color, thickness: float) -> None:
+  cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, color,
+                max(1, int(round(thickness))), cv2.LINE_AA, shift=4)
+
+
+def _clip_convex(poly: np.ndarray, clip: np.ndarray) -> np.ndarray:
+  """Intersection of two convex polygons (float (N, 2)); empty (0, 2) when they do not overlap."""
+  if len(poly) < 3 or len(clip) < 3:
+    return np.zeros((0, 2))
+  poly = cv2.convexHull(poly.astype(np.float32))
+  clip = cv2.convexHull(clip.astype(np.float32))
+  area, inter = cv2.intersectConvexConvex(poly, clip)
+  if inter is None or area <= 0:
+    return np.zeros((0, 2))
+  return inter.reshape(-1, 2).astype(np.float64)
+
+
+def render_frame(size: int, *, mouth_open: float, mouth_width: float, blink: float, yaw: float,
+                 pitch: float, roll: float) -> np.ndarray:
+  """Draws one face; returns uint8 (size, size, 3) RGB.
+
+  Args:
+    size: output side in pixels (any value in 16..1024; the dataset uses 32..512).
+    mouth_open: 0 (closed) .. 1 (wide open).
+    mouth_width: 0 (rounded, narrow) .. 1 (spread).
+    blink: 0 (eyes open) .. 1 (closed).
+    yaw, pitch, roll: head pose in degrees (module docstring has the convention).
+  """
+  if not 16 <= size <= 1024:
+    raise ValueError(f'synthface: size must be in 16..1024, got {size}')
+  ss = max(1, math.ceil(_SUPERSAMPLE_TARGET / size))
+  big = size * ss
+  img = cv2.resize(background(size), (big, big), interpolation=cv2.INTER_NEAREST) if ss > 1 else (
+      background(size).copy())
+  scale = np.array([0.37, 0.45, 0.36]) * big  # semi-axes (a, b, c) of the head in pixels
+  centre = np.array([0.5, 0.49]) * big
+  rot = _rotation(yaw, pitch, roll)
+  mouth_open = float(np.clip(mouth_open, 0.0, 1.0))
+  mouth_width = float(np.clip(mouth_width, 0.0, 1.0))
+  blink = float(np.clip(blink, 0.0, 1.0))
+  jaw = 0.11 * mouth_open  # the chin drops with the mouth (in units of b)
+
+  def jaw_drop(p: np.ndarray) -> np.ndarray:
+    p = p.copy()
+    p[..., 1] += jaw * np.clip((p[..., 1] - 0.45) / 0.2, 0.0, 1.0)
+    return p
+
+  def project(p: np.ndarray) -> np.ndarray:  # (..., 3) head units -> (..., 2) canvas pixels
+    return (p * scale) @ rot.T[:, :2] + centre
+
+  def hull(p: np.ndarray) -> np.ndarray:
+    return cv2.convexHull(project(p).astype(np.float32)).reshape(-1, 2).astype(np.float64)
+
+  def feature(u, v, dz=0.0) -> np.ndarray:
+    return project(jaw_drop(_surface(u, v, dz)))
+
+  # Neck and shoulders: under the head, following yaw and roll a little.
+  neck_x = centre[0] + 0.25 * scale[0] * math.sin(math.radians(yaw))
+  neck = np.array([[neck_x - 0.42 * scale[0], centre[1]], [neck_x + 0.42 * scale[0], centre[1]],
+                   [neck_x + 0.5 * scale[0], big], [neck_x - 0.5 * scale[0], big]])
+  _fill(img, neck, PALETTE['neck'])
+  shirt = np.array([[0, big], [0, 0.93 * big], [neck_x - 0.6 * scale[0], 0.9 * big],
+                    [neck_x, 0.97 * big], [neck_x + 0.6 * scale[0], 0.9 * big],
+                    [big, 0.93 * big], [big, big]])
+  _fill(img, shirt, PALETTE['shirt'])
+
+  # Head: a shaded outline and a lit inner part offset towards the light (upper left).
+  head_pts, hair_pts = _ellipsoid_points()
+  outline = hull(jaw_drop(head_pts))
+  _fill(img, outline, PALETTE['skin_shade'])
+  mid = outline.mean(0)
+  _fill(img, mid + 0.92 * (outline - mid) - 0.025 * big, PALETTE['skin'])
+  for side in (-1, 1):
+    th = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    _fill(img, feature(side * 0.52 + 0.13 * np.cos(th), 0.24 + 0.09 * np.sin(th)), PALETTE['cheek'])
+  # Only the cap points facing the camera: the hidden back of the cap would cover the forehead.
+  hair_pts = hair_pts[(hair_pts @ rot.T)[:, 2] > -0.05]
+  _fill(img, hull(hair_pts), PALETTE['hair'])
+
+  # Brows.
+  for side in (-1, 1):
+    u = np.linspace(0.2, 0.64, 9)
+    _line(img, feature(side * u, -0.29 - 0.05 * np.sin(np.pi * (u - 0.2) / 0.44)), PALETTE['brow'],
+          0.03 * big)
+
+  # Eyes: almond between an upper lid (lowered by the blink) and a lower lid; iris and pupil are
+  # clipped to the opening. Both eyes use the same shape so clipping never tilts the iris line.
+  th = np.linspace(0.0, np.pi, 17)
+  ew, eh_up, eh_lo = 0.21, 0.15, 0.1
+  up_h = eh_up * (1.0 - blink) - eh_lo * blink
+  for side in (-1, 1):
+    u0, v0 = side * 0.42, -0.07
+    upper = feature(u0 + ew * np.cos(th), v0 - up_h * np.sin(th))
+    lower = feature(u0 - ew * np.cos(th), v0 + eh_lo * np.sin(th))
+    if up_h > 0.01:
+      almond = np.concatenate([upper, lower])
+      _fill(img, almond, PALETTE['sclera'])
+      ring = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+      ri = 0.055 * big / scale[0]  # iris radius in u units (round in the image when frontal)
+      for radius, color in ((ri, IRIS_RGB), (0.45 * ri, PALETTE['pupil'])):
+        circle = feature(u0 + radius * np.cos(ring),
+                         v0 + radius * scale[0] / scale[1] * np.sin(ring), 0.02)
+        _fill(img, _clip_convex(circle, almond), color)
+    _line(img, upper, PALETTE['lash'], 0.016 * big)
+    _line(img, lower, PALETTE['lid'], 0.008 * big)
+
+  # Nose: a wedge towards the tip, then the nostril curve.
+  nose = np.concatenate([feature([-0.03, -0.11, -0.05], [-0.04, 0.27, 0.31], [0.0, 0.05, 0.14]),
+                         feature([0.0], [0.30], [0.2]),
+                         feature([0.05, 0.11, 0.03], [0.31, 0.27, -0.04], [0.14, 0.05, 0.0])])
+  _fill(img, nose, PALETTE['nose'])
+  u = np.linspace(-0.1, 0.1, 9)
+  bump = np.cos(np.pi * u / 0.2)
+  _line(img, feature(u, 0.30 - 0.03 * bump, 0.12 + 0.06 * bump), PALETTE['nostril'], 0.012 * big)
+
+  # Mouth: lips around an interior whose height is mouth_open and whose width is mouth_width.
+  # The interior (and teeth) area is what measure_frame reads back.
+  w = 0.3 * (0.85 + 0.3 * mouth_width)
+  h = 0.28 * mouth_open
+  vm = 0.5
+  t = np.linspace(-1.0, 1.0, 25)
+  shape = np.sqrt(1.0 - t * t)
+  cupid = 1.0 - 0.35 * np.exp(-(t / 0.18) ** 2)  # the dip in the middle of the upper lip
+  top_in = vm - 0.35 * h * shape
+  bot_in = vm + 0.65 * h * shape
+  lips = np.concatenate([feature(w * t, top_in - 0.075 * shape * cupid - 0.005),
+                         feature(w * t[::-1], bot_in[::-1] + 0.085 * shape[::-1] + 0.005)])
+  _fill(img, lips, PALETTE['lips'])
+  if mouth_open > 0.02:
+    interior = np.concatenate([feature(w * t, top_in), feature(w * t[::-1], bot_in[::-1])])
+    _fill(img, interior, MOUTH_RGB)
+    if mouth_open > 0.12:  # upper teeth over a fixed share of the opening (area stays linear)
+      tu = np.linspace(-0.62, 0.62, 9) * w
+      band = np.concatenate([feature(tu, np.full_like(tu, vm - 0.3)),
+                             feature(tu[::-1], np.full_like(tu, vm - 0.05 * h))])
+      _fill(img, _clip_convex(band, interior), TEETH_RGB)
+  else:
+    _line(img, feature(w * t, np.full_like(t, vm)), PALETTE['lip_line'], 0.012 * big)
+
+  if ss > 1:
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+  return img
+
+
+def _weights(img: np.ndarray, name: str) -> np.ndarray:
+  """Soft membership (float32 (H, W) in [0, 1]) of every pixel in a reserved colour."""
+  d = np.sqrt(((img - np.asarray(RESERVED[name], np.float32)) ** 2).sum(-1))
+  lo, hi = TOLERANCE[name]
+  return np.clip((hi - d) / (hi - lo), 0.0, 1.0)
+
+
+def _centroid(weights: np.ndarray) -> tuple[float, float] | None:
+  total = float(weights.sum())
+  if total <= 0:
+    return None
+  ys, xs = np.indices(weights.shape)
+  return float((weights * xs).sum() / total), float((weights * ys).sum() / total)
+
+
+def measure_frame(img: np.ndarray) -> dict:
+  """Reads mouth opening and eye positions from a frame by its reserved colours.
+
+  Works on any RGB frame (generated, decoded from h264/JPEG, or a model's output): it needs no
+  metadata. Coordinates are pixels (x right, y down) with pixel centres at integers.
+
+  Args:
+    img: uint8 (H, W, 3) RGB.
+
+  Returns:
+    mouth_open: area fraction of the image covered by mouth interior + teeth (0 when closed).
+    mouth_centroid: (x, y) of that area, or None.
+    iris_left, iris_right: (x, y) iris centroids (left = smaller x), or None when not visible.
+    roll: degrees, angle of the iris line (nan unless both irises are found).
+    yaw_proxy: horizontal offset of the iris midpoint from the image centre in units of the iris
+      distance (grows with yaw; nan unless both irises are found).
+  """
+  img = np.asarray(img)
+  if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+    raise ValueError(f'measure_frame: expected uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}')
+  h, w = img.shape[:2]
+  f = img.astype(np.float32)
+  mouth = _weights(f, 'mouth')
+  # Teeth count only next to mouth interior: elsewhere near-white (eye whites) is not a mouth.
+  k = max(3, int(round(0.05 * max(h, w))) | 1)
+  near_mouth = cv2.dilate((mouth > 0).astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+  teeth = _weights(f, 'teeth') * near_mouth
+  opening = np.maximum(mouth, teeth)
+  result = {'mouth_open': float(opening.sum() / (h * w)), 'mouth_centroid': _centroid(opening)}
+
+  iris = _weights(f, 'iris')
+  # Components of the (closed) iris mask: compression can split one iris into pieces.
+  binary = cv2.morphologyEx((iris > 0).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+  n, labels = cv2.connectedComponents(binary, connectivity=8)
+  mass = np.bincount(labels.ravel(), weights=iris.ravel(), minlength=n)[1:]  # label 0 = background
+  min_mass = max(1.0, 2e-4 * h * w)
+  eyes = []
+  for i in np.argsort(-mass):  # the heaviest pieces that are far enough apart to be two eyes
+    if mass[i] < min_mass or len(eyes) == 2:
+      break
+    c = _centroid(iris * (labels == i + 1))
+    if c is not None and all(abs(c[0] - e[0]) > 0.12 * w for e in eyes):
+      eyes.append(c)
+  eyes.sort()
+  left = right = None
+  if len(eyes) == 2:
+    left, right = eyes
+  elif len(eyes) == 1:
+    if eyes[0][0] < w / 2:
+      left = eyes[0]
+    else:
+      right = eyes[0]
+  result['iris_left'], result['iris_right'] = left, right
+  if left is not None and right is not None:
+    dx, dy = right[0] - left[0], right[1] - left[1]
+    result['roll'] = math.degrees(math.atan2(dy, dx))
+    result['yaw_proxy'] = ((left[0] + right[0]) / 2 - (w - 1) / 2) / max(math.hypot(dx, dy), 1e-6)
+  else:
+    result['roll'] = result['yaw_proxy'] = float('nan')
+  return result
