@@ -117,7 +117,8 @@ def make_annotator(crop: str, size: int) -> FrameAnnotator:
   name, _, arg = crop.partition(':')
   if name == 'auto' and name not in _ANNOTATORS:
     try:
-      importlib.import_module('data_prep.face')  # registers 'auto' on import
+      face = importlib.import_module('data_prep.face')
+      face.register_with_prepare(sys.modules[__name__])  # explicit: import order must not matter
     except ModuleNotFoundError as e:
       if e.name not in ('data_prep.face',):
         raise PrepareError(f'crop=auto: data_prep.face needs a missing module ({e.name})') from None
