@@ -10,7 +10,9 @@ frame, the crop is resized (cv2.INTER_AREA) and JPEG-encoded, and the stream is 
 at most `--max-clip-seconds` (a dropped frame also ends a clip). Clips are split train/val/test by
 clip, deterministically from `--seed`. The output folder holds the TFDS dataset plus
 `manifest.json` (per source: frames kept/dropped and why, clips) and `report.json` (fps,
-duration, face coverage, pose range, audio level).
+duration, face coverage, pose range, audio level). Audio that ends before the video is padded
+with silence to frames x 640 samples (a longer one is cut), with a warning on stderr and an
+`audio_warning` in the manifest.
 
 Annotators (`--crop`):
   none            the whole frame (its centred square when not square); pose from the sidecar
@@ -369,6 +371,13 @@ def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, sta
   finally:
     bar.close()
   notes = annotator.end()
+  # Audio that stops before the last frame is padded with silence (audio_for): say so, since those
+  # frames then teach the models a silent mouth.
+  audio_end = video.raw_audio.size / SAMPLE_RATE - (info.video_start - info.audio_start)
+  missing = stats.decoded / FPS - audio_end
+  if missing > 1.0 / FPS:
+    notes['audio_warning'] = f'audio ends {missing:.2f}s before the video; padded with silence'
+    _log(f'prepare: {path}: {notes["audio_warning"]}')
   audio_rms = float(np.sqrt(np.mean(np.square(video.raw_audio)))) if video.raw_audio.size else 0.0
   return dict(
       source=str(path), status='ok', native_fps=round(info.fps, 3), width=info.width,
