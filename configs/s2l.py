@@ -1,0 +1,95 @@
+"""Stage 2: train speech2latent (speech -> z_sem per frame, with the pose adaptor).
+
+Needs the latents of a trained DAE, extracted next to the dataset (`task='extract'`, written to
+DATA_DIR/latents/<name>/).
+
+Run:
+  python -m daetalker_jax.main --config=configs/s2l.py:variant=tiny --workdir=/tmp/s2l \
+      --config.data.data_dir=/tmp/synth_data
+With wav2vec2 features (a local Hugging Face folder, e.g. facebook/wav2vec2-base downloaded beforehand):
+  python -m daetalker_jax.main --config=configs/s2l.py:variant=base,frontend=wav2vec2 --workdir=/tmp/s2l \
+      --config.data.data_dir=DATA --config.model.wav2vec2_path=/models/wav2vec2-base
+Variants: `tiny` (CPU tests), `demo` (CPU demo), `base` (the DESIGN.md settings: d_model 512, 4 heads,
+4 + 4 blocks, kernel 13, dropout 0.1). Extra args: `frontend=logmel|wav2vec2`.
+"""
+
+import ml_collections
+
+# Model shapes per variant (fields of models.speech2latent.S2LConfig).
+_MODELS = {
+    'tiny': dict(d_model=64, num_heads=2, num_encoder_blocks=2, num_decoder_blocks=2, conv_kernel=13,
+                 pose_hidden=64, dropout=0.0),
+    'demo': dict(d_model=128, num_heads=4, num_encoder_blocks=3, num_decoder_blocks=3, conv_kernel=13,
+                 pose_hidden=128, dropout=0.1),
+    'base': dict(d_model=512, num_heads=4, num_encoder_blocks=4, num_decoder_blocks=4, conv_kernel=13,
+                 pose_hidden=256, dropout=0.1),
+}
+# The DAE config variant whose latents each s2l variant consumes (their enc_out_channels).
+_LATENT_DIM = {'tiny': 64, 'demo': 128, 'base': 512}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = dict(a.split('=', 1) for a in arg.split(',')) if arg else {}
+  variant = args.get('variant', 'base')
+  if variant not in _MODELS:
+    raise ValueError(f'configs/s2l.py: unknown variant {variant!r}; choose from {sorted(_MODELS)}')
+  frontend = args.get('frontend', 'logmel')
+  if frontend not in ('logmel', 'wav2vec2'):
+    raise ValueError(f'configs/s2l.py: unknown frontend {frontend!r}; choose logmel or wav2vec2')
+  small = variant in ('tiny', 'demo')
+
+  config = ml_collections.ConfigDict()
+  config.task = 'speech2latent'           # train speech2latent (see daetalker_jax/tasks/)
+  config.variant = variant                  # which shape preset this config came from
+  config.seed = 0                           # base PRNG seed (params, dropout, window sampling)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = ''                 # prepared TFDS dataset folder (data_prep.prepare --out)
+  config.data.latents = 'dae'               # DATA_DIR/latents/<name>/ written by latent extraction
+  config.data.window = 50 if variant == 'tiny' else 100   # frames per training window (25 fps: 2 s / 4 s)
+  config.data.shuffle_buffer = 500 if small else 10_000   # windows in the shuffle buffer
+  config.data.normalize_latents = True      # train on z-normalised latents (stats.json mean/std)
+
+  config.model = ml_collections.ConfigDict(dict(
+      frontend=frontend,                    # 'logmel' (in-model, 100 Hz) | 'wav2vec2' (frozen, 50 Hz)
+      n_mels=80,                            # log-mel bins
+      wav2vec2_path='',                     # local HF wav2vec2 folder (config.json + weights)
+      wav2vec2_layer=-1,                    # wav2vec2 hidden state (0 = embeddings); -1 = learned mix of all
+      wav2vec2_normalize=True,              # per-window zero-mean/unit-var waveform (HF do_normalize)
+      latent_dim=_LATENT_DIM[variant],      # z_sem size = DAE enc_out_channels
+      pose_dim=3,                           # yaw, pitch, roll
+      ff_mult=4,                            # Conformer FFN expansion
+      **_MODELS[variant]))
+  config.model.lock()
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.latent_loss = 'l1'            # 'l1' | 'mse' on (normalised) latents, real frames only
+  config.loss.pose_weight = 0.1             # weight of the pose prediction loss (MSE on normalised pose)
+  config.loss.pose_scale = 20.0             # degrees per normalised pose unit (yaw/pitch/roll / scale)
+
+  config.batch_size = 8 if small else 32    # global batch of windows (split over the mesh's data axes)
+  config.num_train_steps = 200 if small else 100_000   # optimizer steps
+  config.grad_accum_steps = 1               # micro-batches per optimizer step
+  config.dtype = 'float32'                  # compute dtype: float32 | bfloat16 (params stay float32)
+  config.remat = False                      # rematerialise each Conformer block (saves memory)
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 5e-4 if small else 1e-4  # Adam peak learning rate
+  config.optim.warmup_steps = 20 if small else 4_000    # linear warmup
+  config.optim.b1 = 0.9                     # Adam beta1
+  config.optim.b2 = 0.98                    # Adam beta2 (transformer setting)
+  config.optim.weight_decay = 0.0           # AdamW decoupled weight decay
+  config.optim.grad_clip = 1.0              # global-norm clip
+  config.optim.ema_decay = 0.99 if small else 0.999     # EMA of parameters
+
+  config.mesh = [('data', -1), ('fsdp', 1)]  # mesh axes and sizes; -1 takes the remaining devices
+  config.fsdp_min_bytes = 4 * 2**20         # shard a parameter over fsdp when larger than this
+
+  config.log_every_steps = 10 if small else 100          # metrics to TensorBoard / log
+  config.checkpoint_every_steps = 100 if small else 5_000  # orbax save period
+  config.keep_checkpoints = 3               # checkpoints kept
+  config.eval_every_steps = 100 if small else 5_000      # held-out latent / pose error
+  config.num_eval_windows = 16              # validation windows per evaluation
+  config.init_from = ''                     # workdir to start from
+  config.distributed = False                # call jax.distributed.initialize() (multi-host GPU)
+  return config
