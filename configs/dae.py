@@ -46,13 +46,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.shuffle_buffer = 2_000 if small else 50_000  # frames in the shuffle buffer
   config.data.hflip = False                 # random horizontal flips (off: lips are asymmetric in speech)
 
+  # UNet + semantic encoder (daetalker_jax.models.unet.UNetConfig; names as diffae's BeatGANsAutoencConfig).
+  # Build with `unet.config_from_dict(config.model, dtype=config.dtype, remat=config.remat)`.
   config.model = ml_collections.ConfigDict(dict(
       in_channels=3,                        # RGB
       out_channels=3,                       # eps prediction
       num_heads=1,                          # attention heads (diffae: 1)
-      enc_num_res_blocks=2,                 # res blocks per encoder level
+      enc_num_res_block=2,                  # res blocks per encoder level (diffae's name)
       enc_attn_resolutions=None,            # None: same as attention_resolutions
+      enc_pool='adaptivenonzero',           # encoder head: GN -> SiLU -> global avg pool -> 1x1 conv
       resblock_updown=True,                 # down/up-sample inside res blocks (BigGAN style)
+      resnet_two_cond=True,                 # res blocks scale by z_sem too (the autoencoder)
+      resnet_use_zero_module=True,          # zero-init output convs of res/attention blocks and the head
       **_MODELS[variant]))
   config.model.lock()
 

@@ -1,0 +1,266 @@
+"""Gaussian diffusion for the DAE: linear schedule, q_sample, the eps loss, DDIM sampling and DDIM inversion.
+
+Numerics follow diffae (diffusion/base.py, diffusion/diffusion.py): every table is computed in float64 numpy
+and cast to float32 where it is used (diffae's `_extract_into_tensor(...).float()`), the model is called with
+the ORIGINAL timestep of each DDIM step, and DDIM on N steps uses diffae's spacing
+`space_timesteps(T, 'ddimN')` = {0, s, 2s, ...} with the stride s giving exactly N steps.
+
+Symbols (Song et al. 2021, DDIM, eq. 12): a_t = alpha_bar_t,
+  x0_hat = sqrt(1/a_t) x_t - sqrt(1/a_t - 1) eps            (clipped to [-1, 1] when `clip`)
+  eps'   = (sqrt(1/a_t) x_t - x0_hat) / sqrt(1/a_t - 1)     (eps re-derived from the clipped x0_hat)
+  sigma  = eta sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)
+  x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps' + sigma z
+Inversion (diffae's ddim_reverse_sample, eta = 0) walks the other way with a_next.
+
+`ddim_sample` is one function: a `lax.scan` over a precomputed per-step table, so it jits once per
+(batch, steps, resolution) and its memory does not depend on the number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+EpsFn = Callable[[jax.Array, jax.Array, Any], jax.Array]  # eps_fn(x_t (B,H,W,C), t (B,) int32, cond)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Per-timestep float32 tables of the full T-step process (computed in float64, then cast)."""
+  betas: jax.Array                        # (T,)
+  alphas_cumprod: jax.Array               # (T,) alpha_bar_t
+  sqrt_alphas_cumprod: jax.Array          # (T,)
+  sqrt_one_minus_alphas_cumprod: jax.Array  # (T,)
+  # The float64 source of the tables (static), so that DDIM tables are rebuilt in float64 like diffae's.
+  beta_start: float = dataclasses.field(default=1e-4, metadata=dict(static=True))
+  beta_end: float = dataclasses.field(default=0.02, metadata=dict(static=True))
+
+  @property
+  def num_timesteps(self) -> int:
+    return int(self.betas.shape[0])
+
+
+def _betas64(T: int, beta_start: float, beta_end: float) -> np.ndarray:
+  return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+
+
+def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
+  """diffae's 'linear' schedule (at T=1000: betas = linspace(1e-4, 0.02, 1000))."""
+  if T < 1 or not 0 < beta_start <= beta_end < 1:
+    raise ValueError(f'linear_schedule: bad T={T} / betas [{beta_start}, {beta_end}]')
+  betas = _betas64(T, beta_start, beta_end)
+  ac = np.cumprod(1.0 - betas)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  return Schedule(betas=f32(betas), alphas_cumprod=f32(ac), sqrt_alphas_cumprod=f32(np.sqrt(ac)),
+                  sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - ac)), beta_start=beta_start,
+                  beta_end=beta_end)
+
+
+def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
+  """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise (DDPM eq. 4). x0, noise (B,...); t (B,) int."""
+  shape = (-1,) + (1,) * (x0.ndim - 1)
+  return (schedule.sqrt_alphas_cumprod[t].reshape(shape) * x0 +
+          schedule.sqrt_one_minus_alphas_cumprod[t].reshape(shape) * noise)
+
+
+def eps_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.Array, cond: Any = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """diffae's training loss: t ~ U{0..T-1}, noise ~ N(0, I), mean squared error of eps_fn(x_t, t, cond).
+
+  For the DAE, pass `cond = model.encode(x0)` computed inside the differentiated function, so that the
+  encoder learns end to end through this loss. Returns (scalar loss, {'loss_per_example': (B,), 't': (B,)}).
+  """
+  t_rng, n_rng = jax.random.split(rng)
+  t = jax.random.randint(t_rng, x0.shape[:1], 0, schedule.num_timesteps)
+  noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
+  x_t = q_sample(schedule, x0.astype(jnp.float32), t, noise)
+  eps = eps_fn(x_t, t, cond).astype(jnp.float32)
+  per_example = jnp.mean(jnp.square(eps - noise), axis=tuple(range(1, x0.ndim)))
+  return per_example.mean(), {'loss_per_example': per_example, 't': t}
+
+
+# ----------------------------------------------------------------------------------------------- DDIM tables
+def ddim_timesteps(T: int, steps: int) -> np.ndarray:
+  """diffae's space_timesteps(T, f'ddim{steps}'): range(0, T, s) for the stride s giving exactly `steps`."""
+  for stride in range(1, T):
+    if len(range(0, T, stride)) == steps:
+      return np.arange(0, T, stride, dtype=np.int32)
+  if steps == T:
+    return np.arange(T, dtype=np.int32)
+  raise ValueError(f'ddim_timesteps: cannot create exactly {steps} steps with an integer stride from T={T}')
+
+
+@dataclasses.dataclass(frozen=True)
+class DDIMTable:
+  """Per-step float32 coefficients of the spaced process, ascending in time (index i <-> timesteps[i])."""
+  timesteps: np.ndarray          # (N,) int32, the original timesteps the model sees
+  sqrt_recip_ac: np.ndarray      # (N,) sqrt(1/a_t)
+  sqrt_recipm1_ac: np.ndarray    # (N,) sqrt(1/a_t - 1)
+  ac: np.ndarray                 # (N,) a_t
+  ac_prev: np.ndarray            # (N,) a_{t-1} of the spaced process (1 before the first step)
+  ac_next: np.ndarray            # (N,) a_{t+1} of the spaced process (0 after the last step)
+
+
+def ddim_table(T: int, steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, dtype: Any = np.float32
+               ) -> DDIMTable:
+  """The spaced process exactly as diffae's SpacedDiffusion builds it (betas re-derived in float64).
+
+  The coefficients are cast to `dtype` (float32 as diffae; float64 for exact checks under jax_enable_x64).
+  """
+  ts = ddim_timesteps(T, steps)
+  ac_full = np.cumprod(1.0 - _betas64(T, beta_start, beta_end))
+  new_betas, last = [], 1.0
+  for t in ts:  # SpacedDiffusion.__init__
+    new_betas.append(1 - ac_full[t] / last)
+    last = ac_full[t]
+  ac = np.cumprod(1.0 - np.asarray(new_betas, np.float64))
+  ac_prev = np.append(1.0, ac[:-1])
+  ac_next = np.append(ac[1:], 0.0)
+  f32 = lambda a: np.asarray(a, dtype)
+  return DDIMTable(timesteps=ts, sqrt_recip_ac=f32(np.sqrt(1.0 / ac)), sqrt_recipm1_ac=f32(np.sqrt(1.0 / ac - 1)),
+                   ac=f32(ac), ac_prev=f32(ac_prev), ac_next=f32(ac_next))
+
+
+def table_for(schedule: Schedule, steps: int) -> DDIMTable:
+  return ddim_table(schedule.num_timesteps, steps, schedule.beta_start, schedule.beta_end)
+
+
+# ------------------------------------------------------------------------------------------ pure step functions
+def _pred_x0(x: jax.Array, eps: jax.Array, sr: jax.Array, srm1: jax.Array, clip: bool
+             ) -> tuple[jax.Array, jax.Array]:
+  """(x0_hat, eps') from the model's eps (diffae's p_mean_variance + _predict_eps_from_xstart)."""
+  x0 = sr * x - srm1 * eps
+  if clip:
+    x0 = jnp.clip(x0, -1, 1)
+  return x0, (sr * x - x0) / srm1
+
+
+def ddim_step(x: jax.Array, eps: jax.Array, coef: dict[str, jax.Array], *, eta: float = 0.,
+              clip: bool = True, noise: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """One DDIM update x_t -> x_{t_prev} (eq. 12). coef: scalars sqrt_recip_ac, sqrt_recipm1_ac, ac, ac_prev.
+
+  Returns (x_prev, x0_hat). `noise` is used only when eta > 0 (pass zeros at the last step).
+  """
+  x0, eps = _pred_x0(x, eps, coef['sqrt_recip_ac'], coef['sqrt_recipm1_ac'], clip)
+  ac, ac_prev = coef['ac'], coef['ac_prev']
+  sigma = eta * jnp.sqrt((1 - ac_prev) / (1 - ac)) * jnp.sqrt(1 - ac / ac_prev)
+  x_prev = x0 * jnp.sqrt(ac_prev) + jnp.sqrt(1 - ac_prev - sigma ** 2) * eps
+  if eta > 0 and noise is not None:
+    x_prev = x_prev + sigma * noise
+  return x_prev, x0
+
+
+def ddim_reverse_step(x: jax.Array, eps: jax.Array, coef: dict[str, jax.Array], *, clip: bool = True
+                      ) -> tuple[jax.Array, jax.Array]:
+  """One DDIM inversion update x_t -> x_{t_next} (diffae's ddim_reverse_sample, eta = 0)."""
+  x0, eps = _pred_x0(x, eps, coef['sqrt_recip_ac'], coef['sqrt_recipm1_ac'], clip)
+  ac_next = coef['ac_next']
+  return x0 * jnp.sqrt(ac_next) + jnp.sqrt(1 - ac_next) * eps, x0
+
+
+def _coefs(table: DDIMTable) -> dict[str, jax.Array]:
+  return {f.name: jnp.asarray(getattr(table, f.name)) for f in dataclasses.fields(table)}
+
+
+# ------------------------------------------------------------------------------------------------- samplers
+def ddim_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, cond: Any, *, steps: int, eta: float = 0.,
+                clip: bool = True, rng: jax.Array | None = None, table: DDIMTable | None = None) -> jax.Array:
+  """DDIM from x_T (B,H,W,C) to x0 with a `lax.scan` over the steps (jit this, or call it inside jit).
+
+  eps_fn(x_t, t (B,) int32, cond) -> eps. Frames are the batch; to share one noise image across frames,
+  broadcast it into x_T. `rng` is needed only when eta > 0. `table` overrides the linear-schedule table
+  (tests, other spacings); by default it is diffae's spaced table for `steps`.
+  """
+  table = table or table_for(schedule, steps)
+  if eta > 0 and rng is None:
+    raise ValueError('ddim_sample: eta > 0 needs rng')
+  coefs = jax.tree.map(lambda a: a[::-1], _coefs(table))  # descending in time
+  idx = jnp.arange(len(table.timesteps))[::-1]
+
+  def body(x, inp):
+    i, coef = inp
+    t = jnp.full(x.shape[:1], coef['timesteps'], jnp.int32)
+    eps = eps_fn(x, t, cond).astype(x.dtype)
+    noise = None
+    if eta > 0:
+      noise = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype) * (i > 0)
+    x, _ = ddim_step(x, eps, coef, eta=eta, clip=clip, noise=noise)
+    return x, None
+
+  x, _ = jax.lax.scan(body, x_T.astype(coefs['ac'].dtype), (idx, coefs))
+  return x
+
+
+def ddim_invert(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, cond: Any, *, steps: int, clip: bool = True,
+                table: DDIMTable | None = None) -> jax.Array:
+  """DDIM inversion x0 -> x_T (the "stochastic code" of a real frame), a `lax.scan` like ddim_sample."""
+  table = table or table_for(schedule, steps)
+
+  def body(x, coef):
+    t = jnp.full(x.shape[:1], coef['timesteps'], jnp.int32)
+    x, _ = ddim_reverse_step(x, eps_fn(x, t, cond).astype(x.dtype), coef, clip=clip)
+    return x, None
+
+  x, _ = jax.lax.scan(body, x0.astype(table.ac.dtype), _coefs(table))
+  return x
+
+
+def ddim_sample_loop(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, cond: Any, *, steps: int,
+                     eta: float = 0., clip: bool = True, rng: jax.Array | None = None, reverse: bool = False,
+                     table: DDIMTable | None = None) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
+  """Debug twin of ddim_sample (or of ddim_invert with reverse=True): an eager Python loop over the same
+  step functions. Returns (final x, every step's x, every step's x0_hat), in the order the steps run."""
+  table = table or table_for(schedule, steps)
+  coefs = _coefs(table)
+  n = len(table.timesteps)
+  xs, x0s = [], []
+  x = jnp.asarray(x_T, table.ac.dtype)
+  for i in (range(n) if reverse else reversed(range(n))):
+    coef = {k: v[i] for k, v in coefs.items()}
+    eps = eps_fn(x, jnp.full(x.shape[:1], coef['timesteps'], jnp.int32), cond).astype(x.dtype)
+    if reverse:
+      x, x0 = ddim_reverse_step(x, eps, coef, clip=clip)
+    else:
+      noise = None
+      if eta > 0:
+        noise = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype) * (i > 0)
+      x, x0 = ddim_step(x, eps, coef, eta=eta, clip=clip, noise=noise)
+    xs.append(x)
+    x0s.append(x0)
+  return x, xs, x0s
+
+
+# ------------------------------------------------------------------------------------- jitted model samplers
+def model_eps_fn(model: nnx.Module) -> EpsFn:
+  """eps_fn for a DiffusionAutoencoder: eps_fn(x_t, t, cond) = model(x_t, t, cond=cond)."""
+  return lambda x, t, c: model(x, t, cond=c)
+
+
+def make_sampler(model: nnx.Module, schedule: Schedule, *, steps: int, eta: float = 0., clip: bool = True,
+                 invert: bool = False, donate: bool = False) -> Callable[..., jax.Array]:
+  """A jitted `fn(params_state, x, cond[, rng]) -> x0` (or x_T with invert=True) for this model's graph.
+
+  The model's graph and the table are static, so it compiles once per input shape; call it with
+  `nnx.state(model)` (which may be sharded) and frames batched (and sharded) over the leading axis.
+  Dropout is switched off inside; `donate=True` donates the x buffer.
+  """
+  graphdef = nnx.graphdef(model)
+  table = table_for(schedule, steps)
+
+  def run(state, x, cond, rng=None):
+    m = nnx.merge(graphdef, state)
+    m.eval()  # sampling never uses dropout (this changes only the traced copy)
+    fn = model_eps_fn(m)
+    if invert:
+      return ddim_invert(fn, schedule, x, cond, steps=steps, clip=clip, table=table)
+    return ddim_sample(fn, schedule, x, cond, steps=steps, eta=eta, clip=clip, rng=rng, table=table)
+
+  return jax.jit(run, donate_argnums=(1,) if donate else ())
+
