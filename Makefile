@@ -37,11 +37,33 @@ synth: install
 	$(PYTHON) -m data_prep.synthface --out $(SYNTH) --clips 40 --seconds 8 --size 128 --seed 0
 
 prepare: install
-	$(PYTHON) -m data_prep.prepare --src $(SYNTH) --out $(DATA) --size 128 --crop none
+	$(PYTHON) -m data_prep.prepare --src $(SYNTH) --out $(DATA) --size 128 --crop none --overwrite
 
 train_dae: install
 	$(PYTHON) -m daetalker_jax.main --config=$(DAE_CONFIG) --workdir=$(DAE_WORKDIR) \
 	  --config.data.data_dir=$(DATA)
+
+extract: install
+	$(PYTHON) -m daetalker_jax.main --config=$(DAE_CONFIG) --config.task=extract --workdir=$(DAE_WORKDIR) \
+	  --config.data.data_dir=$(DATA)
+
+train_s2l: extract
+	$(PYTHON) -m daetalker_jax.main --config=$(S2L_CONFIG) --workdir=$(S2L_WORKDIR) \
+	  --config.data.data_dir=$(DATA)
+
+generate: install
+	@test -n "$(AUDIO)" || { echo "usage: make generate AUDIO=speech.wav [OUT=video.mp4]"; exit 2; }
+	$(PYTHON) -m daetalker_jax.generate --audio $(AUDIO) --dae $(DAE_WORKDIR) --s2l $(S2L_WORKDIR) --out $(OUT)
+
+demo: install
+	$(PYTHON) -m daetalker_jax.demo
+
+eval: install
+	$(PYTHON) -m daetalker_jax.evaluate --dae $(DAE_WORKDIR) --s2l $(S2L_WORKDIR) --data $(DATA) --split test \
+	  --out runs/eval
+
+bench: install
+	$(PYTHON) benchmarks/run_all.py --out runs/bench
 
 clean:
 	rm -rf runs

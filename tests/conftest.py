@@ -43,3 +43,27 @@ def tiny_dataset(synth_videos, tmp_path_factory) -> pathlib.Path:
   out = tmp_path_factory.mktemp('data') / 'tiny'
   prepare.prepare(synth_videos, out, size=32, crop='none', val_fraction=0.17, test_fraction=0.17, seed=0)
   return out
+
+
+@pytest.fixture(scope='session')
+def tiny_dae_workdir(tiny_dataset, tmp_path_factory) -> pathlib.Path:
+  """A tiny DAE trained for 2 steps by the real loop on `tiny_dataset` (a real checkpoint)."""
+  from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import train  # pylint: disable=g-import-not-at-top
+  config = dae_config.get_config('variant=tiny')
+  config.data.data_dir = str(tiny_dataset)
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 1000
+  config.log_every_steps = 1
+  workdir = tmp_path_factory.mktemp('dae')
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def tiny_latents(tiny_dae_workdir, tiny_dataset) -> str:
+  """Latents of every frame of `tiny_dataset` from `tiny_dae_workdir`, under the name 'dae'."""
+  from daetalker_jax import extract  # pylint: disable=g-import-not-at-top
+  extract.extract_latents(str(tiny_dae_workdir), str(tiny_dataset), name='dae', batch_size=16)
+  return 'dae'

@@ -107,7 +107,7 @@ class _Downsample(nnx.Module):
 
   def __init__(self, cin: int, cout: int, stages: int, *, dtype, param_dtype, rngs: nnx.Rngs):
     self.convs = nnx.List([
-        nnx.Conv(cin if i == 0 else cout, cout, 4, 2, padding=[(1, 1)], dtype=dtype, param_dtype=param_dtype,
+        nnx.Conv(cin if i == 0 else cout, cout, 4, 2, padding=((1, 1),), dtype=dtype, param_dtype=param_dtype,
                  rngs=rngs)
         for i in range(stages)])
 

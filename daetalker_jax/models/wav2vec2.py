@@ -181,7 +181,7 @@ class _PositionalConv(nnx.Module):
 
   def __init__(self, cfg: Wav2Vec2Config, *, dtype, param_dtype, rngs: nnx.Rngs):
     k = cfg.num_conv_pos_embeddings
-    self.conv = nnx.Conv(cfg.hidden_size, cfg.hidden_size, k, padding=[(k // 2, k // 2)],
+    self.conv = nnx.Conv(cfg.hidden_size, cfg.hidden_size, k, padding=((k // 2, k // 2),),
                          feature_group_count=cfg.num_conv_pos_embedding_groups, dtype=dtype,
                          param_dtype=param_dtype, rngs=rngs)
     self.remove = 1 if k % 2 == 0 else 0              # HF Wav2Vec2SamePadLayer

@@ -1,0 +1,137 @@
+"""Evaluation (daetalker_jax/evaluate.py): metric known cases on real synthface clips, and the whole
+command on tiny models trained for 2 steps by the real loop over the `tiny_dataset` fixture."""
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from configs import dae as dae_config
+from configs import s2l as s2l_config
+from daetalker_jax import checkpoint
+from daetalker_jax import evaluate
+from daetalker_jax import tasks
+from daetalker_jax import train
+from daetalker_jax.data import dataset
+
+
+@pytest.fixture(scope='module')
+def test_clip(tiny_dataset) -> dict:
+  return next(dataset.iterate_clips(tiny_dataset, 'test'))
+
+
+def _save_random_checkpoint(config, workdir: pathlib.Path, data_stats: dict, seed: int) -> str:
+  """A fresh model of `config.task`, weights perturbed by N(0, 0.05²) (diffae zero-initialises its output
+  convolutions, so an unperturbed DAE would ignore its latent), saved as a real step-0 checkpoint."""
+  model = tasks.get_task(config.task).create_model(config, nnx.Rngs(seed))
+  _, params, _, other = nnx.split(model, nnx.Param, nnx.RngState, ...)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
+                                        for p, k in zip(leaves, keys)])
+  tx, _ = train.create_optimizer(config)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other,
+                           opt_state=tx.init(params), ema=jax.tree.map(jnp.copy, params))
+  ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
+  ckpt.save(0, state, checkpoint.make_meta(config, 0, data_stats))
+  ckpt.wait_until_finished()
+  ckpt.close()
+  return str(workdir)
+
+
+@pytest.fixture(scope='module')
+def models(tiny_dataset, tmp_path_factory) -> dict[str, str]:
+  """Tiny random DAE (32 px, 64-d latents) and speech2latent checkpoints (no training: seconds, not minutes)."""
+  root = tmp_path_factory.mktemp('eval_models')
+  dc = dae_config.get_config('variant=tiny')
+  dc.data.data_dir = str(tiny_dataset)
+  dae = _save_random_checkpoint(dc, root / 'dae', {'data_dir': str(tiny_dataset)}, seed=0)
+  sc = s2l_config.get_config('variant=tiny')
+  sc.data.data_dir = str(tiny_dataset)
+  rng = np.random.default_rng(0)
+  stats = {'latents': 'dae', 'latent_mean': rng.normal(0, 0.5, 64).tolist(),
+           'latent_std': rng.uniform(0.5, 2.0, 64).tolist(), 'normalize_latents': True,
+           'pose_scale': float(sc.loss.pose_scale)}
+  return {'dae': dae, 's2l': _save_random_checkpoint(sc, root / 's2l', stats, seed=1)}
+
+
+def test_identical_videos_are_perfect(test_clip):
+  real = test_clip['images']
+  m = evaluate.video_metrics(real, real.copy(), test_clip['audio'], kind='synthface')
+  assert math.isinf(m['psnr']) and m['psnr'] > 0
+  assert m['ssim'] == pytest.approx(1.0, abs=1e-5)
+  assert m['lip_sync_r'] == pytest.approx(1.0, abs=1e-9)
+  assert m['lip_sync_lag'] == 0
+  assert m['jitter_ratio'] == pytest.approx(1.0)
+  assert not m['roll_measured_mae_deg'] > 0                              # 0, or nan: no irises at 32 px
+  assert m['mouth_closed_in_silence'] == m['mouth_closed_in_silence_real']
+
+
+def test_video_shifted_against_its_audio_scores_lower(test_clip):
+  real = test_clip['images']                                             # (N, 32, 32, 3) synthface crops
+  shifted = np.concatenate([real[:1].repeat(3, 0), real[:-3]])           # the video 3 frames late
+  aligned = evaluate.video_metrics(real, real, test_clip['audio'], kind='synthface')
+  late = evaluate.video_metrics(real, shifted, test_clip['audio'], kind='synthface')
+  assert late['lip_sync_r'] < aligned['lip_sync_r'] - 0.2, (late['lip_sync_r'], aligned['lip_sync_r'])
+  assert late['lip_sync_lag'] == 3                                       # the lag search finds the delay
+  assert late['lip_sync_r_best_lag'] > late['lip_sync_r']
+  assert late['ssim'] < 1.0
+
+
+def test_landmark_metrics_known_case():
+  rng = np.random.default_rng(0)
+  lm = rng.uniform(5, 27, (10, 68, 2)).astype(np.float32)
+  lm[:, 36], lm[:, 45] = (8, 12), (24, 12)                               # inter-ocular distance 16 px
+  frames = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+  audio = np.zeros(10 * 640, np.float32)
+  same = evaluate.video_metrics(frames, frames, audio, kind='landmarks', real_landmarks=lm, gen_landmarks=lm)
+  assert same['mouth_landmark_distance'] == 0.0 and same['lip_sync_r'] == pytest.approx(1.0)
+  moved = lm.copy()
+  moved[:, 48:68] += (1.6, 0.0)                                          # mouth 0.1 IOD to the right
+  m = evaluate.video_metrics(frames, frames, audio, kind='landmarks', real_landmarks=lm, gen_landmarks=moved)
+  assert m['mouth_landmark_distance'] == pytest.approx(0.1, rel=1e-5)
+
+
+def test_evaluate_end_to_end(tiny_dataset, models, tmp_path, capsys):
+  out = tmp_path / 'results.json'
+  res = evaluate.evaluate(models['dae'], models['s2l'], str(tiny_dataset), 'test', max_clips=1,
+                          max_frames=16, steps=3, batch=8, out=str(out))
+  text = capsys.readouterr().out
+  assert 'PSNR (dB)' in text and 'unavailable (no weights)' in text and 'DAE reconstruction' in text
+
+  saved = json.loads(out.read_text())                                    # strict JSON (no NaN literals)
+  assert saved['num_clips'] == 1 and saved['num_frames'] == 16
+  assert saved['lip_sync_kind'] == 'synthface'
+  assert saved['syncnet'] == evaluate.UNAVAILABLE_SYNCNET
+  assert saved['decoder_compiles'] == 1                                  # both latent tracks, one program
+  for group in ('gt_pose', 'pred_pose'):
+    m = saved['summary'][group]
+    assert 0 < m['psnr'] < 60 and -1 <= m['ssim'] <= 1
+    assert m['latent_error'] > 0 and m['latent_error_mean_baseline'] > 0
+    assert m['pose_mae_deg'] >= 0 and m['jitter_ratio'] >= 0
+  # Inverting a frame then decoding it reconstructs it better than decoding from unrelated noise.
+  d = saved['summary']['dae_recon']
+  assert d['psnr_inverted'] > d['psnr_shared_noise']
+  assert saved['summary']['real']['lip_sync_r_truth'] > 0.8             # measure_frame reads real mouths
+  assert res['summary']['gt_pose']['psnr'] == pytest.approx(saved['summary']['gt_pose']['psnr'])
+
+  sheet = np.asarray(Image.open(saved['contact_sheet']))
+  assert sheet.shape[0] == 3 * (32 + 2) + 2                              # real | GT pose | predicted pose
+  assert sheet.shape[1] >= 6 * 32
+
+
+def test_bad_inputs_give_one_line_errors(tiny_dataset, models, tmp_path, capsys):
+  rc = evaluate.main(['--dae', models['dae'], '--s2l', str(tmp_path / 'nope'), '--data',
+                      str(tiny_dataset), '--out', str(tmp_path / 'r.json')])
+  err = capsys.readouterr().err
+  assert rc == 1 and 'nope' in err and err.count('\n') == 1
+  rc = evaluate.main(['--dae', models['dae'], '--s2l', models['s2l'], '--data',
+                      str(tmp_path), '--out', str(tmp_path / 'r.json')])
+  assert rc == 1 and 'dataset_info.json' in capsys.readouterr().err
+  assert not (tmp_path / 'r.json').exists()

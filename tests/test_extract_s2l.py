@@ -1,0 +1,70 @@
+"""Latent extraction and the speech2latent task on the shared training loop (tiny models, CPU)."""
+import json
+
+import jax
+import numpy as np
+
+from configs import s2l as s2l_config
+from daetalker_jax import checkpoint
+from daetalker_jax import extract
+from daetalker_jax import train
+from daetalker_jax.data import dataset
+
+
+def test_extraction_writes_every_clip_and_stats(tiny_dataset, tiny_latents):
+  folder = dataset.latents_dir(tiny_dataset, tiny_latents)
+  stats = json.loads((folder / 'stats.json').read_text())
+  info = dataset.dataset_info(tiny_dataset)['splits']
+  for split in ('train', 'val', 'test'):
+    for clip in dataset.iterate_clips(tiny_dataset, split):
+      z = np.load(folder / f"{clip['clip_id']}.npy")
+      assert z.shape == (clip['num_frames'], stats['dim'])
+      assert np.isfinite(z).all()
+  assert stats['frames'] == info['train']['frames']
+  assert len(stats['mean']) == len(stats['std']) == stats['dim'] == 64
+  assert min(stats['std']) > 0
+
+
+def test_extraction_on_8_devices_equals_1_and_rerun_skips(tiny_dataset, tiny_dae_workdir, capsys):
+  assert jax.device_count() == 8
+  one = extract.extract_latents(str(tiny_dae_workdir), str(tiny_dataset), name='one', batch_size=8,
+                                splits=('train',), devices=jax.devices()[:1])
+  eight = extract.extract_latents(str(tiny_dae_workdir), str(tiny_dataset), name='eight', batch_size=8,
+                                  splits=('train',))
+  np.testing.assert_allclose(one['mean'], eight['mean'], atol=1e-5)
+  for path in dataset.latents_dir(tiny_dataset, 'one').glob('*.npy'):
+    np.testing.assert_allclose(np.load(path), np.load(dataset.latents_dir(tiny_dataset, 'eight') / path.name),
+                               atol=1e-5)
+  capsys.readouterr()
+  extract.extract_latents(str(tiny_dae_workdir), str(tiny_dataset), name='one', batch_size=8,
+                          splits=('train',))
+  assert 'extracted 0 frames (300 reused)' in capsys.readouterr().out
+
+
+def _s2l_config(data_dir, steps):
+  config = s2l_config.get_config('variant=tiny')
+  config.data.data_dir = str(data_dir)
+  config.data.window = 20
+  config.batch_size = 8
+  config.num_train_steps = steps
+  config.checkpoint_every_steps = steps
+  config.eval_every_steps = steps
+  config.log_every_steps = 1
+  config.num_eval_windows = 4
+  return config
+
+
+def test_s2l_trains_through_the_shared_loop(tiny_dataset, tiny_latents, tmp_path):
+  del tiny_latents
+  config = _s2l_config(tiny_dataset, steps=3)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 3
+  ckpt = checkpoint.Checkpointer(str(tmp_path), read_only=True, async_save=False)
+  meta = ckpt.restore_meta(3)
+  ckpt.close()
+  assert len(meta['data_stats']['latent_mean']) == 64
+  model, config2 = checkpoint.load_model(str(tmp_path))
+  audio = np.zeros((1, 20 * 640), np.float32)
+  out = model(audio, pose_mode='predicted')
+  assert out['latent'].shape == (1, 20, 64) and out['pose_pred'].shape == (1, 20, 3)
+  assert config2.task == config.task

@@ -1,0 +1,299 @@
+"""Generation (daetalker_jax/generate.py) end to end with tiny random models saved as real checkpoints.
+
+The checkpoints are fresh-initialised models whose weights are perturbed (diffae zero-initialises every
+output convolution, so an untrained DAE ignores its latent and would make the batching / shared-noise
+checks pass trivially), saved through `checkpoint.Checkpointer` exactly as the training loop saves them
+and loaded back by `checkpoint.load_model`.
+"""
+import pathlib
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from configs import dae as dae_config
+from configs import s2l as s2l_config
+from daetalker_jax import checkpoint
+from daetalker_jax import generate
+from daetalker_jax import tasks
+from daetalker_jax import train
+from daetalker_jax.data import dataset
+from daetalker_jax.data import video_io
+
+STEPS = 3
+
+
+def _save_random_checkpoint(config, workdir: pathlib.Path, data_stats: dict, seed: int) -> pathlib.Path:
+  """A fresh model of `config.task`, every weight perturbed by N(0, 0.05²), saved as a real step-0 ckpt."""
+  model = tasks.get_task(config.task).create_model(config, nnx.Rngs(seed))
+  _, params, _, other = nnx.split(model, nnx.Param, nnx.RngState, ...)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
+                                        for p, k in zip(leaves, keys)])
+  tx, _ = train.create_optimizer(config)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other,
+                           opt_state=tx.init(params), ema=jax.tree.map(jnp.copy, params))
+  ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
+  ckpt.save(0, state, checkpoint.make_meta(config, 0, data_stats))
+  ckpt.wait_until_finished()
+  ckpt.close()
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def models(tiny_dataset, tmp_path_factory) -> dict[str, str]:
+  """{'dae': workdir, 's2l': workdir} of tiny random models (DAE 32 px, 64-d latents; s2l tiny)."""
+  root = tmp_path_factory.mktemp('gen_models')
+  dc = dae_config.get_config('variant=tiny')
+  dc.data.data_dir = str(tiny_dataset)
+  dae = _save_random_checkpoint(dc, root / 'dae', {'data_dir': str(tiny_dataset), 'image_size': 32}, seed=0)
+  sc = s2l_config.get_config('variant=tiny')
+  sc.data.data_dir = str(tiny_dataset)
+  rng = np.random.default_rng(0)
+  stats = {'data_dir': str(tiny_dataset), 'latents': 'dae',
+           'latent_mean': rng.normal(0, 0.5, 64).tolist(), 'latent_std': rng.uniform(0.5, 2.0, 64).tolist(),
+           'normalize_latents': True, 'pose_scale': float(sc.loss.pose_scale)}
+  s2l = _save_random_checkpoint(sc, root / 's2l', stats, seed=1)
+  return {'dae': str(dae), 's2l': str(s2l), 'stats': stats}
+
+
+@pytest.fixture(scope='session')
+def speech(synth_videos, tmp_path_factory) -> dict:
+  """2.0 s of synthface speech written as 44.1 kHz stereo (exercises the resampling), and 1.0 s mono."""
+  folder = tmp_path_factory.mktemp('speech')
+  wav, sr = sf.read(str(sorted(pathlib.Path(synth_videos).glob('*.wav'))[0]), dtype='float32')
+  assert sr == 16000
+  two = folder / 'two_seconds.wav'
+  t = np.arange(int(2.0 * 44100)) / 44100
+  resampled = np.interp(t, np.arange(len(wav)) / 16000, wav).astype(np.float32)
+  sf.write(str(two), np.stack([resampled, 0.5 * resampled], 1), 44100, subtype='PCM_16')
+  one = folder / 'one_second.wav'
+  sf.write(str(one), wav[:16000], 16000, subtype='PCM_16')
+  return {'two': str(two), 'one': str(one), 'folder': folder}
+
+
+def _opts(**kw):
+  return generate.Options(**{'steps': STEPS, 'batch': 8, **kw})
+
+
+def _run_main(args, capsys):
+  rc = generate.main([*args, '--quiet'])
+  captured = capsys.readouterr()
+  return rc, captured.out, captured.err
+
+
+# --------------------------------------------------------------------------------------------------------
+# End to end.
+# --------------------------------------------------------------------------------------------------------
+def test_cli_writes_mp4_with_all_frames_and_the_audio(models, speech, tmp_path, capsys):
+  out = tmp_path / 'video.mp4'
+  rc, stdout, stderr = _run_main(['--audio', speech['two'], '--dae', models['dae'], '--s2l', models['s2l'],
+                                  '--out', str(out), '--steps', str(STEPS), '--batch', '16'], capsys)
+  assert rc == 0, stderr
+  info = video_io.probe(out)
+  assert (info.width, info.height) == (32, 32) and info.has_audio and abs(info.fps - 25) < 1e-6
+  frames = np.stack(list(video_io.iter_frames(out, info)))
+  expected = generate.num_frames_for(32000)
+  assert expected == 50
+  assert abs(len(frames) - expected) <= 1
+  audio = video_io.read_audio_track(out)
+  assert abs(len(audio) - 32000) <= 0.03 * 16000        # AAC keeps the input's length (within priming)
+  assert float(np.std(frames.astype(np.float32), axis=0).mean()) > 1.0   # frames move with the speech
+  assert f'{out}: 50 frames, 2.00 s of video' in stdout
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['video.mp4']    # no temp files left
+
+
+def test_batch_size_does_not_change_frames_and_compiles_once(models, speech):
+  results = {}
+  for batch in (8, 24):
+    prep = generate.prepare(speech['one'], models['dae'], models['s2l'], _opts(batch=batch))
+    results[batch] = np.concatenate(list(generate.iter_output_frames(prep, _opts(batch=batch))))
+    assert prep.decoder.batch == batch and prep.num_frames == 25
+    assert prep.decoder.num_compiles() == 1          # 25 frames = 3 full + 1 padded batch of 8: one program
+  a, b = results[8].astype(int), results[24].astype(int)
+  assert a.shape == (25, 32, 32, 3)
+  assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 0.01
+  # Not trivially equal: consecutive frames differ (the latents move).
+  assert np.abs(np.diff(a, axis=0)).mean() > 1.0
+
+
+def test_batch_is_rounded_to_the_device_count(models, speech):
+  prep = generate.prepare(speech['one'], models['dae'], models['s2l'], _opts(batch=3))
+  assert jax.device_count() == 8 and prep.decoder.batch == 8
+
+
+def test_noise_is_shared_by_every_frame(models):
+  model, config = checkpoint.load_model(models['dae'])
+  dec = generate.FrameDecoder(model, config, steps=STEPS, batch=8)
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(3, 64)).astype(np.float32)
+  latents = z[[0, 1, 0, 0, 2, 0, 1, 0, 0, 2, 0]]                  # 11 frames: a full and a padded batch
+  x_T = dec.seed_noise(0)
+  frames = np.concatenate(list(dec.iter_frames(latents, x_T))).astype(int)
+  assert frames.shape == (11, 32, 32, 3)
+  for i in (2, 3, 5, 7, 8, 10):                                  # identical latents → identical images
+    assert np.abs(frames[i] - frames[0]).max() <= 1
+  assert np.abs(frames[6] - frames[1]).max() <= 1 and np.abs(frames[9] - frames[4]).max() <= 1
+  assert np.abs(frames[1] - frames[0]).mean() > 1.0               # different latents → different images
+  other = np.concatenate(list(dec.iter_frames(latents[:1], dec.seed_noise(1)))).astype(int)
+  assert np.abs(other[0] - frames[0]).mean() > 1.0                # the seed matters
+  assert dec.num_compiles() == 1
+
+
+def test_bf16_decoder_close_to_float32_and_streams_in_batches(models):
+  model, config = checkpoint.load_model(models['dae'])
+  z = np.random.default_rng(1).normal(size=(10, 64)).astype(np.float32)
+  f32 = generate.FrameDecoder(model, config, steps=STEPS, batch=8)
+  bf16 = generate.FrameDecoder(model, config, steps=STEPS, batch=8, bf16=True)
+  batches = list(f32.iter_frames(z, f32.seed_noise(0)))
+  assert [len(b) for b in batches] == [8, 2]                 # streamed batch by batch, padding dropped
+  a = np.concatenate(batches).astype(int)
+  b = np.concatenate(list(bf16.iter_frames(z, bf16.seed_noise(0)))).astype(int)
+  assert a.shape == b.shape and not np.array_equal(a, b)     # bf16 really computed in bf16
+  assert np.abs(a - b).mean() < 0.1 * np.abs(a - a[::-1]).mean()   # ...and stays close to float32
+
+
+def test_dataset_options_invert_reference_pose_and_paste_back(models, speech, tiny_dataset):
+  clip = dataset.clip_ids(tiny_dataset, 'train')[0]
+  ex = next(c for c in dataset.iterate_clips(tiny_dataset, 'train') if c['clip_id'] == clip)
+  opts = _opts(noise=f'invert:{clip}:3', pose=f'reference:{clip}', data_dir=str(tiny_dataset),
+               paste_back=ex['source'], smooth=1.0)
+  prep = generate.prepare(speech['one'], models['dae'], models['s2l'], opts)
+  assert generate.output_size(opts, prep) == (64, 64)                        # the source's frame size
+  faces = np.concatenate(list(prep.decoder.iter_frames(prep.latents, prep.x_T)))
+  pasted = np.concatenate(list(generate.iter_output_frames(prep, opts)))
+  assert faces.shape == (25, 32, 32, 3) and pasted.shape == (25, 64, 64, 3)
+  boxes = generate.paste_boxes(str(tiny_dataset), ex['source'])
+  np.testing.assert_allclose(boxes[ex['start_frame']:][:ex['num_frames']], ex['box'])
+  source = list(video_io.iter_frames(ex['source']))
+  for k in (0, 13, 24):                                  # output frame k <- source frame k, its box
+    expected = generate.paste_face(source[k], faces[k], boxes[k])
+    assert np.abs(pasted[k].astype(int) - expected).max() <= 1
+    # Feathered: the box centre shows the face, the frame's corner pixel stays (almost) the source.
+    assert np.abs(pasted[k, 0, 0].astype(int) - source[k][0, 0]).max() <= 8
+    assert np.abs(pasted[k, 32].astype(int) - source[k][32]).mean() > 10
+
+
+def test_invert_noise_differs_from_seed_noise(models, tiny_dataset):
+  model, config = checkpoint.load_model(models['dae'])
+  dec = generate.FrameDecoder(model, config, steps=STEPS, batch=8)
+  clip = dataset.clip_ids(tiny_dataset, 'train')[0]
+  img = generate.reference_frame(str(tiny_dataset), clip, 0)
+  x_T = dec.inverted_noise(img)
+  assert x_T.shape == (1, 32, 32, 3) and np.isfinite(x_T).all()
+  assert np.abs(x_T - dec.seed_noise(0)).mean() > 0.1
+
+
+# --------------------------------------------------------------------------------------------------------
+# speech2latent windows, pose, smoothing.
+# --------------------------------------------------------------------------------------------------------
+def test_window_starts_cover_and_overlap():
+  assert generate.window_starts(100, 750, 50) == [0]
+  starts = generate.window_starts(100, 40, 10)
+  assert starts == [0, 30, 60]
+  covered = np.zeros(100, int)
+  for s in starts:
+    covered[s:s + 40] += 1
+  assert covered.min() >= 1
+
+
+def test_chunked_latents_equal_single_window_where_only_one_window_covers(models):
+  model, _ = checkpoint.load_model(models['s2l'])
+  audio = np.random.default_rng(0).normal(0, 0.1, 100 * 640).astype(np.float32)
+  full, _ = generate.predict_latents(model, audio, pose=None, chunk_frames=750)
+  chunked, pose = generate.predict_latents(model, audio, pose=None, chunk_frames=40, overlap_frames=10)
+  assert chunked.shape == (100, 64) and pose.shape == (100, 3)
+  first, _ = generate.predict_latents(model, audio[:40 * 640], pose=None, chunk_frames=40)
+  np.testing.assert_allclose(chunked[:30], first[:30], atol=1e-5)   # frames 0..29: only window 0
+  # Crossfade: the blend lies between the two windows' predictions in the shared frames 30..39.
+  second, _ = generate.predict_latents(model, audio[30 * 640:70 * 640], pose=None, chunk_frames=40)
+  lo, hi = np.minimum(first[30:40], second[:10]), np.maximum(first[30:40], second[:10])
+  assert np.all(chunked[30:40] >= lo - 1e-5) and np.all(chunked[30:40] <= hi + 1e-5)
+  assert np.abs(chunked - full).mean() < np.abs(full).mean()          # same signal, other context only
+
+
+def test_pose_options(models, tmp_path):
+  model, _ = checkpoint.load_model(models['s2l'])
+  audio = np.random.default_rng(1).normal(0, 0.1, 30 * 640).astype(np.float32)
+  zeros = np.zeros((30, 3), np.float32)
+  still, _ = generate.predict_latents(model, audio, pose=zeros)
+  predicted, pose_pred = generate.predict_latents(model, audio, pose=None)
+  muted, _ = generate.predict_latents(model, audio, pose=None, pose_gain=0.0)
+  np.testing.assert_allclose(muted, still, atol=1e-6)                 # --pose-scale 0 == still
+  assert np.abs(predicted - still).mean() > 1e-3                      # the pose adaptor is used
+  supplied, _ = generate.predict_latents(model, audio, pose=pose_pred)
+  np.testing.assert_allclose(supplied, predicted, atol=1e-5)          # predicted == its own pose supplied
+  np.save(tmp_path / 'pose.npy', np.ones((7, 3), np.float32))
+  track = generate.pose_track('file', str(tmp_path / 'pose.npy'), 30, '')
+  assert track.shape == (30, 3)
+  np.save(tmp_path / 'bad.npy', np.ones((7, 2), np.float32))
+  with pytest.raises(generate.GenerateError, match=r'bad.npy: expected an \(N, 3\) array'):
+    generate.pose_track('file', str(tmp_path / 'bad.npy'), 30, '')
+
+
+def test_smooth_latents():
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(200, 4)).astype(np.float32)
+  s = generate.smooth_latents(z, 2.0)
+  assert s.shape == z.shape and np.std(np.diff(s, axis=0)) < 0.3 * np.std(np.diff(z, axis=0))
+  np.testing.assert_allclose(generate.smooth_latents(np.full((50, 3), 2.5, np.float32), 3.0), 2.5, atol=1e-5)
+  assert generate.smooth_latents(z, 0.0) is z
+
+
+def test_paste_face_feathers_into_the_box():
+  frame = np.full((40, 60, 3), 10, np.uint8)
+  face = np.full((16, 16, 3), 200, np.uint8)
+  out = generate.paste_face(frame, face, np.array([20, 4, 52, 36], np.float32))   # 32 px box
+  assert out[20, 36].tolist() == [200, 200, 200]                                  # box centre
+  assert out[20, 5].tolist() == [10, 10, 10] and out[2, 36].tolist() == [10, 10, 10]  # outside
+  assert 10 < out[20, 21, 0] < 200                                                # feathered edge
+  partly_outside = generate.paste_face(frame, face, np.array([44, -10, 76, 22], np.float32))
+  assert partly_outside.shape == frame.shape and partly_outside[5, 59, 0] > 100
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bad input: one-line error, exit 1, no output file.
+# --------------------------------------------------------------------------------------------------------
+def _bad_inputs(tmp: pathlib.Path, speech: dict, models: dict, dataset_dir: str):
+  text = tmp / 'notes.txt'
+  text.write_text('not audio at all\n')
+  empty = tmp / 'empty.wav'
+  sf.write(str(empty), np.zeros(0, np.float32), 16000)
+  short = tmp / 'short.wav'
+  sf.write(str(short), np.zeros(1600, np.float32), 16000)              # 0.1 s
+  plain = tmp / 'plain_dir'
+  plain.mkdir(exist_ok=True)
+  good = dict(audio=speech['one'], dae=models['dae'], s2l=models['s2l'])
+  return {
+      'missing audio': (dict(good, audio=str(tmp / 'nope.wav')), 'nope.wav: no such file'),
+      'not audio': (dict(good, audio=str(text)), 'notes.txt: not a readable audio file'),
+      'empty audio': (dict(good, audio=str(empty)), 'empty.wav: audio stream is empty'),
+      'too short': (dict(good, audio=str(short)), 'audio is 0.10 s long; generation needs at least 0.5 s'),
+      'missing dae': (dict(good, dae=str(tmp / 'nodir')), 'no such directory'),
+      'not a workdir': (dict(good, dae=str(plain)), 'not a training workdir'),
+      'wrong task dae': (dict(good, dae=models['s2l']), "checkpoint of task 'speech2latent', expected dae"),
+      'wrong task s2l': (dict(good, s2l=models['dae']), "checkpoint of task 'dae', expected"),
+      'invert without data': (dict(good, extra=['--noise', 'invert:x:0']), 'needs --data'),
+      'bad noise': (dict(good, extra=['--noise', 'gauss']), "--noise='gauss': expected seed:N"),
+      'bad pose': (dict(good, extra=['--pose', 'wobble']), "--pose='wobble': expected"),
+      'unknown clip': (dict(good, extra=['--pose', 'reference:no_such_clip', '--data', dataset_dir]),
+                       "no clip 'no_such_clip'"),
+      'bad steps': (dict(good, extra=['--steps', '999']), '--steps=999: ddim_timesteps'),
+  }
+
+
+def test_bad_inputs_fail_cleanly_without_output(models, speech, tiny_dataset, tmp_path, capsys):
+  for name, (case, message) in _bad_inputs(tmp_path, speech, models, str(tiny_dataset)).items():
+    out = tmp_path / 'out' / f'{name.replace(" ", "_")}.mp4'
+    rc, _, stderr = _run_main(['--audio', case['audio'], '--dae', case['dae'], '--s2l', case['s2l'],
+                               '--out', str(out), '--steps', str(STEPS), *case.get('extra', [])], capsys)
+    assert rc == 1, name
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], (name, stderr)
+    assert 'Traceback' not in stderr
+    assert not out.exists(), name
+    assert not (out.parent.exists() and any(out.parent.iterdir())), name   # no temp files either
