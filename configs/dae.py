@@ -81,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.weight_decay = 0.0           # AdamW decoupled weight decay
   config.optim.grad_clip = 1.0              # global-norm clip
   config.optim.ema_decay = 0.995 if small else 0.9999    # EMA of parameters (diffae: 0.9999)
+  config.optim.ema_warmup = True          # EMA decay min(d, (1+t)/(10+t)): short runs get a usable EMA
 
   config.mesh = [('data', -1), ('fsdp', 1)]  # mesh axes and sizes; -1 takes the remaining devices
   config.fsdp_min_bytes = 4 * 2**20         # shard a parameter over fsdp when larger than this

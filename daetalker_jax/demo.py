@@ -77,7 +77,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int = 128, dae_variant: str = 'demo',
              dae_steps: int = 600, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
-             batch_size: int | None = None, seed: int = 0) -> dict:
+             batch_size: int | None = None, seed: int = 0, noise: str = 'seed:0') -> dict:
   """Runs every stage into `out`; returns paths, timings and the mouth-opening correlation."""
   from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
   from configs import s2l as s2l_config  # pylint: disable=g-import-not-at-top
@@ -118,7 +118,10 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   sf.write(str(wav), clip['audio'], 16000, subtype='PCM_16')
   generated_path = root / 'generated.mp4'
   frames: list[np.ndarray] = []
-  opts = generate.Options(steps=sample_steps, pose=f'reference:{clip_id}', data_dir=str(data), batch=16)
+  if noise.startswith('invert'):   # DDIM-invert the first frame of the first train clip: one shared x_T
+    noise = f"invert:{dataset.clip_ids(data, 'train')[0]}:0"
+  opts = generate.Options(steps=sample_steps, noise=noise, pose=f'reference:{clip_id}', data_dir=str(data),
+                          batch=16)
   t0 = time.perf_counter()
   summary = generate.generate(str(wav), str(dae_dir), str(s2l_dir), str(generated_path), opts,
                               frames_out=frames.append)
@@ -156,13 +159,16 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--s2l-variant', default='demo', help='configs/s2l.py variant (default demo)')
   p.add_argument('--s2l-steps', type=int, default=300, help='speech2latent training steps (default 300)')
   p.add_argument('--sample-steps', type=int, default=10, help='DDIM steps for generation (default 10)')
+  p.add_argument('--noise', default='seed:0',
+                 help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a training frame; keeps its detail)")
   p.add_argument('--batch-size', type=int, default=0, help='training batch override (0: config default)')
   args = p.parse_args(argv)
   if args.clips < 3:
     p.error('--clips must be >= 3 (train, val and test each need a clip)')
   res = run_demo(args.out, clips=args.clips, seconds=args.seconds, video_size=args.video_size,
                  dae_variant=args.dae_variant, dae_steps=args.dae_steps, s2l_variant=args.s2l_variant,
-                 s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, batch_size=args.batch_size or None)
+                 s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, batch_size=args.batch_size or None,
+                 noise=args.noise)
   print('[demo] timings: ' + ', '.join(f'{k} {v:.0f} s' for k, v in res['timings'].items()))
   print(f'[demo] generated video:   {res["generated"]}')
   print(f'[demo] side by side:      {res["side_by_side"]}  (generated | real, held-out clip {res["clip_id"]})')

@@ -150,6 +150,11 @@ def train_step(state: TrainState, batch: Any, *, parts: ModelParts, task: types.
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   decay = config.optim.ema_decay
+  if config.optim.get('ema_warmup', True):
+    # d_t = min(d, (1+t)/(10+t)): early EMA weights follow the model instead of staying ~the (zero-output)
+    # initialisation for ~1/(1-d) steps; long runs converge to diffae's constant-d EMA.
+    t = state.step.astype(jnp.float32)
+    decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
   # EMA without bias correction (diffae's update): ema ← d·ema + (1-d)·θ.
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, params)
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'learning_rate': schedule(state.step), **aux}
@@ -278,6 +283,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             lambda: task.create_model(config, nnx.Rngs(config.seed)))
         state = _reinit_from(tx, state_shardings.params, state_shardings)(state, params)
         logging.info('Initialised weights from %s', config.init_from)
+      elif hasattr(task, 'load_pretrained'):
+        # Frozen pretrained parts (e.g. wav2vec2) come from files, which the jitted init cannot read.
+        model = parts.merge(state.params, state.other)
+        if task.load_pretrained(config, model):
+          params = jax.device_put(nnx.state(model, nnx.Param), state_shardings.params)
+          state = _reinit_from(tx, state_shardings.params, state_shardings)(state, params)
+          logging.info('Loaded the pretrained parts of the %s model', config.task)
     data_stats = task.data_stats(config) if hasattr(task, 'data_stats') else {}
 
     # ---- Input (data order is a function of (seed, step): resumes continue the same stream).
