@@ -68,3 +68,28 @@ def test_s2l_trains_through_the_shared_loop(tiny_dataset, tiny_latents, tmp_path
   out = model(audio, pose_mode='predicted')
   assert out['latent'].shape == (1, 20, 64) and out['pose_pred'].shape == (1, 20, 3)
   assert config2.task == config.task
+
+
+def test_s2l_wav2vec2_frontend_starts_from_the_pretrained_weights(tiny_dataset, tiny_latents, tmp_path):
+  """A fresh wav2vec2 run loads wav2vec2_path after the jitted init, and training keeps those weights frozen."""
+  del tiny_latents
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.models import wav2vec2 as w2v  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.importers import wav2vec2 as w2v_import  # pylint: disable=g-import-not-at-top
+  from tests import test_wav2vec2  # pylint: disable=g-import-not-at-top
+  hf_path, _ = test_wav2vec2._tiny_hf(tmp_path, 'base')  # pylint: disable=protected-access
+  config = _s2l_config(tiny_dataset, steps=2)
+  config.model.frontend = 'wav2vec2'
+  config.model.wav2vec2_path = hf_path
+  config.model.wav2vec2_layer = 1
+  config.optim.warmup_steps = 1                                 # nonzero learning rate from step 2
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  model, _ = checkpoint.load_model(str(workdir), which='params')
+  reference = w2v.Wav2Vec2Model(w2v_import.read_config(hf_path), rngs=nnx.Rngs(0))
+  w2v_import.load_wav2vec2_into(reference, hf_path)
+  trained = nnx.state(model.wav2vec2, nnx.Param)
+  expected = nnx.state(reference, nnx.Param)
+  diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), trained, expected)
+  assert max(jax.tree.leaves(diffs)) == 0.0
