@@ -13,6 +13,7 @@ DAE_CONFIG ?= configs/dae.py:variant=demo
 S2L_CONFIG ?= configs/s2l.py:variant=demo
 AUDIO ?=
 OUT ?= runs/generated.mp4
+EVAL_FLAGS ?= --steps 10 --max-clips 2 --max-frames 100
 
 .PHONY: install test demo train_dae extract train_s2l generate eval bench synth prepare clean
 
@@ -58,9 +59,10 @@ generate: install
 demo: install
 	$(PYTHON) -m daetalker_jax.demo
 
+# On the demo's models: make eval DAE_WORKDIR=runs/demo/dae S2L_WORKDIR=runs/demo/s2l DATA=runs/demo/data
 eval: install
 	$(PYTHON) -m daetalker_jax.evaluate --dae $(DAE_WORKDIR) --s2l $(S2L_WORKDIR) --data $(DATA) --split test \
-	  --out runs/eval
+	  --out runs/eval $(EVAL_FLAGS)
 
 bench: install
 	$(PYTHON) benchmarks/run_all.py --out runs/bench

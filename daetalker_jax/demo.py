@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                  help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a training frame; keeps its detail)")
   p.add_argument('--batch-size', type=int, default=0, help='training batch override (0: config default)')
   args = p.parse_args(argv)
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.INFO)   # training progress (loss, steps/s, ETA) on stderr
   if args.clips < 3:
     p.error('--clips must be >= 3 (train, val and test each need a clip)')
   res = run_demo(args.out, clips=args.clips, seconds=args.seconds, video_size=args.video_size,
