@@ -67,3 +67,17 @@ def tiny_latents(tiny_dae_workdir, tiny_dataset) -> str:
   from daetalker_jax import extract  # pylint: disable=g-import-not-at-top
   extract.extract_latents(str(tiny_dae_workdir), str(tiny_dataset), name='dae', batch_size=16)
   return 'dae'
+
+
+@pytest.fixture(scope='session')
+def official_cfg(reference_dir) -> dict:
+  """BeatGANsAutoencConfig of the reference tiny diffae model."""
+  import json  # pylint: disable=g-import-not-at-top
+  return json.loads((reference_dir / 'tiny_config.json').read_text())['BeatGANsAutoencConfig']
+
+
+@pytest.fixture(scope='session')
+def tiny(reference_dir, official_cfg):
+  """The official tiny diffae model's weights imported into our DiffusionAutoencoder."""
+  from daetalker_jax.importers import diffae  # pylint: disable=g-import-not-at-top
+  return diffae.load_pretrained(reference_dir / 'tiny_weights.safetensors', diffae.config_from_official(official_cfg))

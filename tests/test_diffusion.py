@@ -1,7 +1,5 @@
 """Diffusion math and DDIM sampling/inversion against the official diffae loops (../shared/reference/diffae)."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,28 +8,7 @@ from flax import nnx
 
 from daetalker_jax import diffusion as D
 from daetalker_jax.importers import diffae
-
-
-def nhwc(a):
-  return jnp.asarray(np.asarray(a).transpose(0, 2, 3, 1))
-
-
-def nchw(a):
-  return np.asarray(a, np.float64).transpose(0, 3, 1, 2)
-
-
-def max_err(a, b):
-  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-@pytest.fixture(scope='module')
-def official_cfg(reference_dir):
-  return json.loads((reference_dir / 'tiny_config.json').read_text())['BeatGANsAutoencConfig']
-
-
-@pytest.fixture(scope='module')
-def tiny(reference_dir, official_cfg):
-  return diffae.load_pretrained(reference_dir / 'tiny_weights.safetensors', diffae.config_from_official(official_cfg))
+from tests._reference import max_err, nchw, nhwc
 
 
 @pytest.fixture(scope='module')

@@ -1,7 +1,5 @@
 """The Flax UNet + semantic encoder against the official diffae tiny model (../shared/reference/diffae)."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,29 +8,8 @@ from flax import nnx
 
 from configs import dae as dae_config
 from daetalker_jax.importers import diffae
+from tests._reference import max_err, nchw, nhwc
 from daetalker_jax.models import unet
-
-
-def nhwc(a):
-  return jnp.asarray(np.asarray(a).transpose(0, 2, 3, 1))
-
-
-def nchw(a):
-  return np.asarray(a, np.float64).transpose(0, 3, 1, 2)
-
-
-def max_err(a, b):
-  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-@pytest.fixture(scope='module')
-def official_cfg(reference_dir):
-  return json.loads((reference_dir / 'tiny_config.json').read_text())['BeatGANsAutoencConfig']
-
-
-@pytest.fixture(scope='module')
-def tiny(reference_dir, official_cfg):
-  return diffae.load_pretrained(reference_dir / 'tiny_weights.safetensors', diffae.config_from_official(official_cfg))
 
 
 @pytest.fixture(scope='module')
