@@ -1,48 +1,23 @@
 """Evaluation (daetalker_jax/evaluate.py): metric known cases on real synthface clips, and the whole
-command on tiny models trained for 2 steps by the real loop over the `tiny_dataset` fixture."""
+command on tiny random-weight checkpoints (tests/_checkpoints.py) over the `tiny_dataset` fixture."""
+
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from flax import nnx
-import jax
-import jax.numpy as jnp
-
 from configs import dae as dae_config
 from configs import s2l as s2l_config
-from daetalker_jax import checkpoint
 from daetalker_jax import evaluate
-from daetalker_jax import tasks
-from daetalker_jax import train
 from daetalker_jax.data import dataset
+from tests import _checkpoints
 
 
 @pytest.fixture(scope='module')
 def test_clip(tiny_dataset) -> dict:
   return next(dataset.iterate_clips(tiny_dataset, 'test'))
-
-
-def _save_random_checkpoint(config, workdir: pathlib.Path, data_stats: dict, seed: int) -> str:
-  """A fresh model of `config.task`, weights perturbed by N(0, 0.05²) (diffae zero-initialises its output
-  convolutions, so an unperturbed DAE would ignore its latent), saved as a real step-0 checkpoint."""
-  model = tasks.get_task(config.task).create_model(config, nnx.Rngs(seed))
-  _, params, _, other = nnx.split(model, nnx.Param, nnx.RngState, ...)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
-                                        for p, k in zip(leaves, keys)])
-  tx, _ = train.create_optimizer(config)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other,
-                           opt_state=tx.init(params), ema=jax.tree.map(jnp.copy, params))
-  ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
-  ckpt.save(0, state, checkpoint.make_meta(config, 0, data_stats))
-  ckpt.wait_until_finished()
-  ckpt.close()
-  return str(workdir)
 
 
 @pytest.fixture(scope='module')
@@ -51,14 +26,14 @@ def models(tiny_dataset, tmp_path_factory) -> dict[str, str]:
   root = tmp_path_factory.mktemp('eval_models')
   dc = dae_config.get_config('variant=tiny')
   dc.data.data_dir = str(tiny_dataset)
-  dae = _save_random_checkpoint(dc, root / 'dae', {'data_dir': str(tiny_dataset)}, seed=0)
+  dae = str(_checkpoints.save_random_checkpoint(dc, root / 'dae', {'data_dir': str(tiny_dataset)}, seed=0))
   sc = s2l_config.get_config('variant=tiny')
   sc.data.data_dir = str(tiny_dataset)
   rng = np.random.default_rng(0)
   stats = {'latents': 'dae', 'latent_mean': rng.normal(0, 0.5, 64).tolist(),
            'latent_std': rng.uniform(0.5, 2.0, 64).tolist(), 'normalize_latents': True,
            'pose_scale': float(sc.loss.pose_scale)}
-  return {'dae': dae, 's2l': _save_random_checkpoint(sc, root / 's2l', stats, seed=1)}
+  return {'dae': dae, 's2l': str(_checkpoints.save_random_checkpoint(sc, root / 's2l', stats, seed=1))}
 
 
 def test_identical_videos_are_perfect(test_clip):

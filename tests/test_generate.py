@@ -7,9 +7,7 @@ and loaded back by `checkpoint.load_model`.
 """
 import pathlib
 
-from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
@@ -18,30 +16,11 @@ from configs import dae as dae_config
 from configs import s2l as s2l_config
 from daetalker_jax import checkpoint
 from daetalker_jax import generate
-from daetalker_jax import tasks
-from daetalker_jax import train
 from daetalker_jax.data import dataset
 from daetalker_jax.data import video_io
+from tests import _checkpoints
 
 STEPS = 3
-
-
-def _save_random_checkpoint(config, workdir: pathlib.Path, data_stats: dict, seed: int) -> pathlib.Path:
-  """A fresh model of `config.task`, every weight perturbed by N(0, 0.05²), saved as a real step-0 ckpt."""
-  model = tasks.get_task(config.task).create_model(config, nnx.Rngs(seed))
-  _, params, _, other = nnx.split(model, nnx.Param, nnx.RngState, ...)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-  params = jax.tree.unflatten(treedef, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
-                                        for p, k in zip(leaves, keys)])
-  tx, _ = train.create_optimizer(config)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, other=other,
-                           opt_state=tx.init(params), ema=jax.tree.map(jnp.copy, params))
-  ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
-  ckpt.save(0, state, checkpoint.make_meta(config, 0, data_stats))
-  ckpt.wait_until_finished()
-  ckpt.close()
-  return workdir
 
 
 @pytest.fixture(scope='session')
@@ -50,14 +29,14 @@ def models(tiny_dataset, tmp_path_factory) -> dict[str, str]:
   root = tmp_path_factory.mktemp('gen_models')
   dc = dae_config.get_config('variant=tiny')
   dc.data.data_dir = str(tiny_dataset)
-  dae = _save_random_checkpoint(dc, root / 'dae', {'data_dir': str(tiny_dataset), 'image_size': 32}, seed=0)
+  dae = _checkpoints.save_random_checkpoint(dc, root / 'dae', {'data_dir': str(tiny_dataset), 'image_size': 32}, seed=0)
   sc = s2l_config.get_config('variant=tiny')
   sc.data.data_dir = str(tiny_dataset)
   rng = np.random.default_rng(0)
   stats = {'data_dir': str(tiny_dataset), 'latents': 'dae',
            'latent_mean': rng.normal(0, 0.5, 64).tolist(), 'latent_std': rng.uniform(0.5, 2.0, 64).tolist(),
            'normalize_latents': True, 'pose_scale': float(sc.loss.pose_scale)}
-  s2l = _save_random_checkpoint(sc, root / 's2l', stats, seed=1)
+  s2l = _checkpoints.save_random_checkpoint(sc, root / 's2l', stats, seed=1)
   return {'dae': str(dae), 's2l': str(s2l), 'stats': stats}
 
 
