@@ -1,4 +1,4 @@
-"""Gaussian diffusion for the DAE: linear schedule, q_sample, the eps loss, DDIM sampling and DDIM inversion.
+"""Gaussian diffusion for the DAE: linear schedule, q_sample, the training loss, DDIM sampling and inversion.
 
 Numerics follow diffae (diffusion/base.py, diffusion/diffusion.py): every table is computed in float64 numpy
 and cast to float32 where it is used (diffae's `_extract_into_tensor(...).float()`), the model is called with
@@ -11,6 +11,12 @@ Symbols (Song et al. 2021, DDIM, eq. 12): a_t = alpha_bar_t,
   sigma  = eta sqrt((1 - a_prev)/(1 - a_t)) sqrt(1 - a_t/a_prev)
   x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps' + sigma z
 Inversion (diffae's ddim_reverse_sample, eta = 0) walks the other way with a_next.
+
+What the network predicts is the schedule's `prediction` (diffae's model_mean_type): 'eps' (diffae, the
+default) or 'v' = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022), an option for short runs: at high t
+an eps model must predict eps to ~1e-3 for x0_hat = (x_t - sqrt(1-a_t) eps)/sqrt(a_t) to be right, a v model
+predicts x0 almost directly there, so sampling from pure noise works much earlier in training. Samplers
+always see eps: `model_eps_fn(model, schedule)` converts (eps = sqrt(a_t) v + sqrt(1 - a_t) x_t).
 
 `ddim_sample` is one function: a `lax.scan` over a precomputed per-step table, so it jits once per
 (batch, steps, resolution) and its memory does not depend on the number of steps.
@@ -28,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 EpsFn = Callable[[jax.Array, jax.Array, Any], jax.Array]  # eps_fn(x_t (B,H,W,C), t (B,) int32, cond)
+PREDICTIONS = ('eps', 'v')
 
 
 @jax.tree_util.register_dataclass
@@ -41,6 +48,7 @@ class Schedule:
   # The float64 source of the tables (static), so that DDIM tables are rebuilt in float64 like diffae's.
   beta_start: float = dataclasses.field(default=1e-4, metadata=dict(static=True))
   beta_end: float = dataclasses.field(default=0.02, metadata=dict(static=True))
+  prediction: str = dataclasses.field(default='eps', metadata=dict(static=True))  # network output: eps | v
 
   @property
   def num_timesteps(self) -> int:
@@ -51,38 +59,60 @@ def _betas64(T: int, beta_start: float, beta_end: float) -> np.ndarray:
   return np.linspace(beta_start, beta_end, T, dtype=np.float64)
 
 
-def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
-  """diffae's 'linear' schedule (at T=1000: betas = linspace(1e-4, 0.02, 1000))."""
+def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = 'eps'
+                    ) -> Schedule:
+  """diffae's 'linear' schedule (at T=1000: betas = linspace(1e-4, 0.02, 1000)); `prediction`: eps | v."""
   if T < 1 or not 0 < beta_start <= beta_end < 1:
     raise ValueError(f'linear_schedule: bad T={T} / betas [{beta_start}, {beta_end}]')
+  if prediction not in PREDICTIONS:
+    raise ValueError(f'linear_schedule: prediction must be one of {PREDICTIONS}, got {prediction!r}')
   betas = _betas64(T, beta_start, beta_end)
   ac = np.cumprod(1.0 - betas)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   return Schedule(betas=f32(betas), alphas_cumprod=f32(ac), sqrt_alphas_cumprod=f32(np.sqrt(ac)),
                   sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - ac)), beta_start=beta_start,
-                  beta_end=beta_end)
+                  beta_end=beta_end, prediction=prediction)
+
+
+def schedule_from_config(d: Any) -> Schedule:
+  """The schedule of a config's `diffusion` block (T, beta_start, beta_end, prediction; eps when absent)."""
+  return linear_schedule(int(d.T), float(d.beta_start), float(d.beta_end), str(d.get('prediction', 'eps')))
+
+
+def _at(table: jax.Array, t: jax.Array, ndim: int) -> jax.Array:
+  """table[t] shaped (B, 1, ..., 1) to broadcast against (B, ...) arrays of `ndim` dims."""
+  return table[t].reshape((-1,) + (1,) * (ndim - 1))
 
 
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
   """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise (DDPM eq. 4). x0, noise (B,...); t (B,) int."""
-  shape = (-1,) + (1,) * (x0.ndim - 1)
-  return (schedule.sqrt_alphas_cumprod[t].reshape(shape) * x0 +
-          schedule.sqrt_one_minus_alphas_cumprod[t].reshape(shape) * noise)
+  return (_at(schedule.sqrt_alphas_cumprod, t, x0.ndim) * x0 +
+          _at(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise)
 
 
-def eps_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.Array, cond: Any = None
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """diffae's training loss: t ~ U{0..T-1}, noise ~ N(0, I), mean squared error of eps_fn(x_t, t, cond).
+def v_target(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
+  """v = sqrt(a_t) eps - sqrt(1 - a_t) x0."""
+  return (_at(schedule.sqrt_alphas_cumprod, t, x0.ndim) * noise -
+          _at(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0)
 
-  For the DAE, pass `cond = model.encode(x0)` computed inside the differentiated function, so that the
-  encoder learns end to end through this loss. Returns (scalar loss, {'loss_per_example': (B,), 't': (B,)}).
+
+def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.Array, cond: Any = None
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """diffae's training loss: t ~ U{0..T-1}, noise ~ N(0, I), mean squared error of model_fn(x_t, t, cond)
+  against the schedule's prediction target (eps: the noise, diffae's L2 eps loss; v: v_target).
+
+  model_fn is the raw network (its output is eps or v). For the DAE, pass `cond = model.encode(x0)` computed
+  inside the differentiated function, so that the encoder learns end to end through this loss.
+  Returns (scalar loss, {'loss_per_example': (B,), 't': (B,)}).
   """
   t_rng, n_rng = jax.random.split(rng)
   t = jax.random.randint(t_rng, x0.shape[:1], 0, schedule.num_timesteps)
   noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
-  x_t = q_sample(schedule, x0.astype(jnp.float32), t, noise)
-  eps = eps_fn(x_t, t, cond).astype(jnp.float32)
-  per_example = jnp.mean(jnp.square(eps - noise), axis=tuple(range(1, x0.ndim)))
+  x0 = x0.astype(jnp.float32)
+  x_t = q_sample(schedule, x0, t, noise)
+  target = noise if schedule.prediction == 'eps' else v_target(schedule, x0, t, noise)
+  out = model_fn(x_t, t, cond).astype(jnp.float32)
+  per_example = jnp.mean(jnp.square(out - target), axis=tuple(range(1, x0.ndim)))
   return per_example.mean(), {'loss_per_example': per_example, 't': t}
 
 
@@ -238,9 +268,16 @@ def ddim_sample_loop(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, cond: An
 
 
 # ------------------------------------------------------------------------------------- jitted model samplers
-def model_eps_fn(model: nnx.Module) -> EpsFn:
-  """eps_fn for a DiffusionAutoencoder: eps_fn(x_t, t, cond) = model(x_t, t, cond=cond)."""
-  return lambda x, t, c: model(x, t, cond=c)
+def model_eps_fn(model: nnx.Module, schedule: Schedule) -> EpsFn:
+  """eps_fn for a DiffusionAutoencoder: model(x_t, t, cond=cond), converted to eps when it predicts v."""
+  if schedule.prediction == 'eps':
+    return lambda x, t, c: model(x, t, cond=c)
+
+  def eps_from_v(x, t, c):
+    v = model(x, t, cond=c).astype(x.dtype)
+    sa, s1ma = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
+    return _at(sa, t, x.ndim) * v + _at(s1ma, t, x.ndim) * x
+  return eps_from_v
 
 
 def make_sampler(model: nnx.Module, schedule: Schedule, *, steps: int, eta: float = 0., clip: bool = True,
@@ -257,7 +294,7 @@ def make_sampler(model: nnx.Module, schedule: Schedule, *, steps: int, eta: floa
   def run(state, x, cond, rng=None):
     m = nnx.merge(graphdef, state)
     m.eval()  # sampling never uses dropout (this changes only the traced copy)
-    fn = model_eps_fn(m)
+    fn = model_eps_fn(m, schedule)
     if invert:
       return ddim_invert(fn, schedule, x, cond, steps=steps, clip=clip, table=table)
     return ddim_sample(fn, schedule, x, cond, steps=steps, eta=eta, clip=clip, rng=rng, table=table)

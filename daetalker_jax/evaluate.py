@@ -195,8 +195,7 @@ class Reconstructor:
 
   def __init__(self, model: nnx.Module, config: Any, *, steps: int, batch: int, mesh: jax.sharding.Mesh):
     self.batch = batch
-    d = config.diffusion
-    schedule = diffusion.linear_schedule(int(d.T), float(d.beta_start), float(d.beta_end))
+    schedule = diffusion.schedule_from_config(config.diffusion)
     table = diffusion.table_for(schedule, steps)
     rep, bs = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     graphdef, state = nnx.split(model)
@@ -206,7 +205,7 @@ class Reconstructor:
 
     def run(state, images, noise):
       m = nnx.merge(graphdef, state)
-      eps_fn = diffusion.model_eps_fn(m)
+      eps_fn = diffusion.model_eps_fn(m, schedule)
       x0 = images.astype(jnp.float32) / 127.5 - 1.0                          # (B,S,S,3)
       cond = m.encode(x0)                                                     # (B,D)
       x_T = diffusion.ddim_invert(eps_fn, schedule, x0, cond, steps=steps, table=table)

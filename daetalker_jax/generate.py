@@ -431,8 +431,7 @@ class FrameDecoder:
     self.steps = steps
     self.image_size = int(config.model.image_size)
     self.latent_dim = int(config.model.enc_out_channels)
-    d = config.diffusion
-    self.schedule = diffusion.linear_schedule(int(d.T), float(d.beta_start), float(d.beta_end))
+    self.schedule = diffusion.schedule_from_config(config.diffusion)
     try:
       table = diffusion.table_for(self.schedule, steps)
     except ValueError as e:
@@ -447,12 +446,12 @@ class FrameDecoder:
       m = nnx.merge(graphdef, state)
       x = jnp.broadcast_to(x_T, (cond.shape[0], *x_T.shape[1:]))           # one x_T for every frame
       x = jax.lax.with_sharding_constraint(x, self._batch_sharding)
-      x0 = diffusion.ddim_sample(diffusion.model_eps_fn(m), schedule, x, cond, steps=steps, table=table)
+      x0 = diffusion.ddim_sample(diffusion.model_eps_fn(m, schedule), schedule, x, cond, steps=steps, table=table)
       return jnp.round((jnp.clip(x0, -1, 1) + 1) * 127.5).astype(jnp.uint8)  # (B,H,W,3)
 
     def invert(state, x0):
       m = nnx.merge(graphdef, state)
-      return diffusion.ddim_invert(diffusion.model_eps_fn(m), schedule, x0, m.encode(x0), steps=steps,
+      return diffusion.ddim_invert(diffusion.model_eps_fn(m, schedule), schedule, x0, m.encode(x0), steps=steps,
                                    table=table)
 
     self._decode = jax.jit(decode, in_shardings=(rep, rep, self._batch_sharding),

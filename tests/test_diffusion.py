@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -43,7 +44,7 @@ def test_ddim_timesteps_rejects_impossible_counts():
     D.ddim_timesteps(1000, 999)
 
 
-def test_q_sample_and_eps_loss():
+def test_q_sample_and_diffusion_loss():
   sch = D.linear_schedule()
   x0 = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3), minval=-1, maxval=1)
   noise = jax.random.normal(jax.random.key(1), x0.shape)
@@ -56,11 +57,36 @@ def test_q_sample_and_eps_loss():
   def oracle(x_t, t, c):
     a = sch.alphas_cumprod[t][:, None, None, None]
     return (x_t - jnp.sqrt(a) * c) / jnp.sqrt(1 - a)
-  loss, aux = jax.jit(lambda r: D.eps_loss(oracle, sch, x0, r, cond=x0))(jax.random.key(2))
+  loss, aux = jax.jit(lambda r: D.diffusion_loss(oracle, sch, x0, r, cond=x0))(jax.random.key(2))
   assert float(loss) < 1e-6 and aux['loss_per_example'].shape == (4,)
   assert np.all((aux['t'] >= 0) & (aux['t'] < 1000))
-  loss0, _ = D.eps_loss(lambda x, t, c: jnp.zeros_like(x), sch, jnp.zeros((64, 8, 8, 3)), jax.random.key(3))
+  loss0, _ = D.diffusion_loss(lambda x, t, c: jnp.zeros_like(x), sch, jnp.zeros((64, 8, 8, 3)), jax.random.key(3))
   assert 0.9 < float(loss0) < 1.1
+
+
+def test_v_prediction_loss_and_sampler_conversion():
+  """A v-predicting network: the loss targets v, and samplers see the right eps (an oracle decodes exactly)."""
+  sch = D.linear_schedule(prediction='v')
+  x0 = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3), minval=-0.9, maxval=0.9)
+
+  def oracle_v(x_t, t, cond):  # knows x0 through cond: v = sqrt(a) eps - sqrt(1-a) x0, eps from x_t
+    a = sch.alphas_cumprod[t][:, None, None, None]
+    eps = (x_t - jnp.sqrt(a) * cond) / jnp.sqrt(1 - a)
+    return jnp.sqrt(a) * eps - jnp.sqrt(1 - a) * cond
+  loss, _ = D.diffusion_loss(oracle_v, sch, x0, jax.random.key(2), cond=x0)
+  assert float(loss) < 1e-6
+  # Predicting eps where v is wanted is penalised (the targets differ).
+  eps_sch = D.linear_schedule()
+  eps_oracle = D.model_eps_fn(lambda x, t, cond: oracle_v(x, t, cond), sch)
+  assert float(D.diffusion_loss(eps_oracle, sch, x0, jax.random.key(2), cond=x0)[0]) > 0.1
+  assert float(D.diffusion_loss(eps_oracle, eps_sch, x0, jax.random.key(2), cond=x0)[0]) < 1e-6
+  # DDIM and its inversion through the conversion: from any x_T the oracle decodes x0.
+  x_T = jax.random.normal(jax.random.key(3), x0.shape)
+  assert max_err(D.ddim_sample(eps_oracle, sch, x_T, x0, steps=10), np.asarray(x0)) < 1e-4
+  assert max_err(D.schedule_from_config(ml_collections.ConfigDict(dict(T=1000, beta_start=1e-4, beta_end=0.02)))
+                 .alphas_cumprod, np.asarray(sch.alphas_cumprod)) == 0
+  with pytest.raises(ValueError, match='prediction'):
+    D.linear_schedule(prediction='x0')
 
 
 def test_python_loop_matches_official_every_step(tiny, ref):

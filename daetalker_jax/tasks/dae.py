@@ -34,8 +34,7 @@ def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> unet.Diff
 
 
 def _schedule(config: ml_collections.ConfigDict):
-  d = config.diffusion
-  return diffusion.linear_schedule(d.T, d.beta_start, d.beta_end)
+  return diffusion.schedule_from_config(config.diffusion)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -84,12 +83,13 @@ def data_stats(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder, batch: dict[str, jax.Array],
             rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Mean L2 eps loss (diffae): t ~ U{0..T-1}, x_t = q_sample(x0, t, eps), ||eps - eps_θ(x_t, t, z)||²."""
+  """Mean L2 loss (diffae): t ~ U{0..T-1}, x_t = q_sample(x0, t, eps), ||eps - eps_θ(x_t, t, z)||²
+  (or the same on v when config.diffusion.prediction = 'v')."""
   del train  # Dropout mode is set on the model by the caller.
   x0 = batch['image']                                   # (B,H,W,3) in [-1, 1]
   schedule = _schedule(config)
   cond = model.encode(x0)                               # (B, D), differentiated: encoder trains end to end
-  loss, _ = diffusion.eps_loss(diffusion.model_eps_fn(model), schedule, x0, rng, cond=cond)
+  loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, cond=c), schedule, x0, rng, cond=cond)
   return loss, {}
 
 
@@ -99,24 +99,24 @@ def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder,
 _RECONSTRUCT_CACHE: dict[Any, Any] = {}
 
 
-def _reconstruct_fn(graphdef, model_cfg, mesh, steps: int, T: int, beta_start: float, beta_end: float):
+def _reconstruct_fn(graphdef, model_cfg, mesh, steps: int, schedule: diffusion.Schedule):
   """Jitted encode → DDIM invert → DDIM decode (from the inverted and from a shared x_T); replicated out.
 
   Cached by the model's (hashable) UNetConfig, which determines its graph, so periodic evals compile once.
   """
-  key = (model_cfg, mesh, steps, T, beta_start, beta_end)
+  key = (model_cfg, mesh, steps, schedule.num_timesteps, schedule.beta_start, schedule.beta_end,
+         schedule.prediction)
   if key not in _RECONSTRUCT_CACHE:
-    _RECONSTRUCT_CACHE[key] = _build_reconstruct_fn(graphdef, mesh, steps, T, beta_start, beta_end)
+    _RECONSTRUCT_CACHE[key] = _build_reconstruct_fn(graphdef, mesh, steps, schedule)
   return _RECONSTRUCT_CACHE[key]
 
 
-def _build_reconstruct_fn(graphdef, mesh, steps, T, beta_start, beta_end):
-  schedule = diffusion.linear_schedule(T, beta_start, beta_end)
+def _build_reconstruct_fn(graphdef, mesh, steps, schedule):
 
   def reconstruct(state, x0, noise):
     model = nnx.merge(graphdef, state)
     model.eval()
-    eps_fn = diffusion.model_eps_fn(model)
+    eps_fn = diffusion.model_eps_fn(model, schedule)
     cond = model.encode(x0)                                                  # (N, D)
     x_T = diffusion.ddim_invert(eps_fn, schedule, x0, cond, steps=steps)     # (N,H,W,3)
     from_inverted = diffusion.ddim_sample(eps_fn, schedule, x_T, cond, steps=steps)
@@ -138,8 +138,7 @@ def evaluate(config: ml_collections.ConfigDict, model: nnx.Module, ema_model: nn
   x0 = eval_inputs['image']                                                  # (N,H,W,3)
   noise = jax.random.normal(jax.random.key(config.seed + 1), (1, *x0.shape[1:]), jnp.float32)
   d = config.diffusion
-  fn = _reconstruct_fn(graphdef, ema_model.cfg, mesh, int(d.sample_steps), int(d.T), float(d.beta_start),
-                       float(d.beta_end))
+  fn = _reconstruct_fn(graphdef, ema_model.cfg, mesh, int(d.sample_steps), _schedule(config))
   to_global = lambda a: jax.make_array_from_process_local_data(rep, np.asarray(a), a.shape)
   rec_inv, rec_shared = fn(state, to_global(x0), to_global(np.asarray(noise)))
   rec_inv = np.asarray(rec_inv.addressable_data(0))
