@@ -10,16 +10,20 @@ Stages (each is skipped when its output already exists, so an interrupted demo r
   5. speech2latent training (configs/s2l.py)     train.train_and_evaluate                → OUT/s2l
   6. generation from a held-out (test split) clip's audio, with that clip's ground-truth pose
                                                  generate.generate                       → OUT/generated.mp4
-  7. side-by-side video (generated | real) with the audio, and the lip-sync number: Pearson r between the
-     mouth opening `measure_frame` reads from the generated and from the real frames.
+  7. side-by-side video (generated | real) with the audio, and how well the mouth follows the speech:
+     Pearson r between the mouth opening `measure_frame` reads from the generated and from the real frames
+     (and at the best lag), the fraction of silent frames with a closed mouth, PSNR and SSIM.
                                                                                          → OUT/side_by_side.mp4
-The step counts are far below what a good model needs; the demo shows the whole path working and
-prints where everything is. Increase --dae-steps / --s2l-steps (and --clips) for better faces.
+The DAE is the 64 px `demo` variant, which predicts v rather than eps (configs/dae.py, docs/TRAINING.md): in
+a CPU budget that is what makes one shared noise image decode to a clean face. On a 2-core CPU the defaults
+take ~17 min and give lip-sync r ~0.8 (docs/RESULTS.md). Raise --dae-steps / --s2l-steps / --clips for
+better faces.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -39,13 +43,32 @@ def _stage(name: str, done: bool, fn, timings: dict[str, float]) -> None:
   print(f'[demo] {name}: {timings[name]:.1f} s', flush=True)
 
 
-def _has_checkpoint(workdir: pathlib.Path, steps: int) -> bool:
+class DemoError(ValueError):
+  """A demo folder that cannot be resumed (its models were trained with other settings)."""
+
+
+def _plain(block) -> object:
+  return json.loads(json.dumps(block.to_dict() if hasattr(block, 'to_dict') else block))  # tuples -> lists
+
+
+def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
+  """Whether `workdir` holds a checkpoint of at least `steps` steps; with `want` (the config the demo
+  would train), also that its model/diffusion settings are those, so a stale folder is not reused."""
   from daetalker_jax import checkpoint  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint.checkpoint_dir(str(workdir))):
     return False
   ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, async_save=False)
   try:
-    return (ckpt.latest_step() or 0) >= steps
+    latest = ckpt.latest_step()
+    if latest is None or latest < steps:
+      return False
+    if want is not None:
+      got = checkpoint.config_from_meta(ckpt.restore_meta(latest))
+      for block in ('model', 'diffusion'):
+        if block in want and _plain(got.get(block, {})) != _plain(want[block]):
+          raise DemoError(f'{workdir} holds a model trained with other {block} settings than '
+                          f'{want.variant!r} now uses; delete it (or pass another --out) to retrain')
+    return True
   finally:
     ckpt.close()
 
@@ -67,16 +90,8 @@ def _train(config_module, variant: str, data_dir: pathlib.Path, workdir: pathlib
   train.train_and_evaluate(config, str(workdir))
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-  """Pearson correlation; nan when either series is constant."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if a.std() == 0 or b.std() == 0:
-    return float('nan')
-  return float(np.corrcoef(a, b)[0, 1])
-
-
 def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int = 128, dae_variant: str = 'demo',
-             dae_steps: int = 600, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
+             dae_steps: int = 500, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
              batch_size: int | None = None, seed: int = 0, noise: str = 'seed:0') -> dict:
   """Runs every stage into `out`; returns paths, timings and the mouth-opening correlation."""
   from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
@@ -103,11 +118,13 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   _stage('2 prepare', (data / 'dataset_info.json').is_file(),
          lambda: prepare.prepare(videos, data, size=image_size, crop='none', val_fraction=frac,
                                  test_fraction=frac, seed=seed, overwrite=True), timings)
-  _stage('3 train DAE', _has_checkpoint(dae_dir, dae_steps),
+  dae_want = dae_config.get_config(f'variant={dae_variant}')
+  s2l_want = s2l_config.get_config(f'variant={s2l_variant}')
+  _stage('3 train DAE', _has_checkpoint(dae_dir, dae_steps, dae_want),
          lambda: _train(dae_config, dae_variant, data, dae_dir, dae_steps, batch_size), timings)
   _stage('4 extract latents', (dataset.latents_dir(data, 'dae') / 'stats.json').is_file(),
          lambda: extract.extract_latents(str(dae_dir), str(data), name='dae', batch_size=32), timings)
-  _stage('5 train speech2latent', _has_checkpoint(s2l_dir, s2l_steps),
+  _stage('5 train speech2latent', _has_checkpoint(s2l_dir, s2l_steps, s2l_want),
          lambda: _train(s2l_config, s2l_variant, data, s2l_dir, s2l_steps, batch_size), timings)
 
   # 6. Generation from a held-out clip's audio (the test split was never trained on).
@@ -136,15 +153,16 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
                             audio=clip['audio'][:n * video_io.SAMPLES_PER_FRAME]) as writer:
     for k in range(n):
       writer.write(np.concatenate([generated[k], real[k]], axis=1))
-  mouth_gen = np.array([synthface.measure_frame(f)['mouth_open'] for f in generated[:n]])
-  mouth_real = np.array([synthface.measure_frame(f)['mouth_open'] for f in real[:n]])
-  r = pearson(mouth_gen, mouth_real)
-  from daetalker_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  psnr = float(np.mean(metrics_lib.psnr(generated[:n].astype(np.float32) / 127.5 - 1,
-                                        real[:n].astype(np.float32) / 127.5 - 1)))
+  from daetalker_jax import evaluate  # pylint: disable=g-import-not-at-top
+  m = evaluate.video_metrics(real[:n], generated[:n], clip['audio'][:n * video_io.SAMPLES_PER_FRAME],
+                             kind='synthface')
   result = dict(generated=str(generated_path), side_by_side=str(side_path), clip_id=clip_id, frames=n,
-                mouth_open_pearson_r=r, psnr_db=psnr, generate_fps=summary['fps'],
-                total_s=time.perf_counter() - t_start, timings=timings)
+                mouth_open_pearson_r=m['lip_sync_r'], lip_sync_lag=m['lip_sync_lag'],
+                lip_sync_r_best_lag=m['lip_sync_r_best_lag'],
+                mouth_closed_in_silence=m['mouth_closed_in_silence'],
+                mouth_closed_in_silence_real=m['mouth_closed_in_silence_real'], psnr_db=m['psnr'],
+                ssim=m['ssim'], generate_fps=summary['fps'], total_s=time.perf_counter() - t_start,
+                timings=timings)
   return result
 
 
@@ -155,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--seconds', type=float, default=5.0, help='seconds per clip (default 5)')
   p.add_argument('--video-size', type=int, default=128, help='synthface frame size (default 128)')
   p.add_argument('--dae-variant', default='demo', help='configs/dae.py variant (default demo, 64 px)')
-  p.add_argument('--dae-steps', type=int, default=600, help='DAE training steps (default 600)')
+  p.add_argument('--dae-steps', type=int, default=500, help='DAE training steps (default 500)')
   p.add_argument('--s2l-variant', default='demo', help='configs/s2l.py variant (default demo)')
   p.add_argument('--s2l-steps', type=int, default=300, help='speech2latent training steps (default 300)')
   p.add_argument('--sample-steps', type=int, default=10, help='DDIM steps for generation (default 10)')
@@ -167,15 +185,23 @@ def main(argv: list[str] | None = None) -> int:
   absl_logging.set_verbosity(absl_logging.INFO)   # training progress (loss, steps/s, ETA) on stderr
   if args.clips < 3:
     p.error('--clips must be >= 3 (train, val and test each need a clip)')
-  res = run_demo(args.out, clips=args.clips, seconds=args.seconds, video_size=args.video_size,
-                 dae_variant=args.dae_variant, dae_steps=args.dae_steps, s2l_variant=args.s2l_variant,
-                 s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, batch_size=args.batch_size or None,
-                 noise=args.noise)
+  try:
+    res = run_demo(args.out, clips=args.clips, seconds=args.seconds, video_size=args.video_size,
+                   dae_variant=args.dae_variant, dae_steps=args.dae_steps, s2l_variant=args.s2l_variant,
+                   s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, batch_size=args.batch_size or None,
+                   noise=args.noise)
+  except DemoError as e:
+    print(f'[demo] error: {e}', file=sys.stderr)
+    return 2
   print('[demo] timings: ' + ', '.join(f'{k} {v:.0f} s' for k, v in res['timings'].items()))
   print(f'[demo] generated video:   {res["generated"]}')
   print(f'[demo] side by side:      {res["side_by_side"]}  (generated | real, held-out clip {res["clip_id"]})')
   print(f'[demo] mouth opening r:   {res["mouth_open_pearson_r"]:.3f} over {res["frames"]} frames '
-        f'(measure_frame on generated vs real); PSNR {res["psnr_db"]:.2f} dB')
+        f'(measure_frame on generated vs real; best lag {res["lip_sync_lag"]:+d} frames: '
+        f'r {res["lip_sync_r_best_lag"]:.3f})')
+  print(f'[demo] mouth closed in silence: {res["mouth_closed_in_silence"]:.2f} of the silent frames '
+        f'(real video: {res["mouth_closed_in_silence_real"]:.2f})')
+  print(f'[demo] PSNR {res["psnr_db"]:.2f} dB, SSIM {res["ssim"]:.3f} (generated vs real frames)')
   print(f'[demo] total {res["total_s"] / 60:.1f} min')
   return 0
 

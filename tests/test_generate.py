@@ -276,3 +276,32 @@ def test_bad_inputs_fail_cleanly_without_output(models, speech, tiny_dataset, tm
     assert 'Traceback' not in stderr
     assert not out.exists(), name
     assert not (out.parent.exists() and any(out.parent.iterdir())), name   # no temp files either
+
+
+def test_demo_generates_side_by_side_and_reports_lip_sync(models, synth_videos, tiny_dataset, tiny_latents,
+                                                         tmp_path, capsys):
+  """`python -m daetalker_jax.demo` with its training stages already done (the session's tiny dataset,
+  latents and random models linked in, so every stage but generation is skipped): it writes both mp4s
+  and prints the lip-sync numbers."""
+  from daetalker_jax import demo  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'demo'
+  out.mkdir()
+  for name, target in (('videos', synth_videos), ('data', tiny_dataset), ('dae', models['dae']),
+                       ('s2l', models['s2l'])):
+    (out / name).symlink_to(target)
+  clips = len(list(pathlib.Path(synth_videos).glob('*.mp4')))
+  assert demo.main(['--out', str(out), '--clips', str(clips), '--dae-variant', 'tiny', '--s2l-variant', 'tiny',
+                    '--dae-steps', '0', '--s2l-steps', '0', '--sample-steps', '2']) == 0
+  printed = capsys.readouterr().out
+  for stage in ('1 synthface', '2 prepare', '3 train DAE', '4 extract latents', '5 train speech2latent'):
+    assert f'[demo] {stage}: already done, skipped' in printed
+  assert 'mouth opening r:' in printed and 'mouth closed in silence:' in printed
+  clip = next(iter(dataset.iterate_clips(tiny_dataset, 'test')))
+  n = len(clip['images'])
+  generated = np.stack(list(video_io.read_video(out / 'generated.mp4').frames))
+  side = video_io.read_video(out / 'side_by_side.mp4')
+  assert generated.shape == (n, 32, 32, 3) and side.info.has_audio
+  assert np.stack(list(side.frames)).shape == (n, 32, 64, 3)
+  # A folder whose DAE was trained with other settings is not silently reused.
+  assert demo.main(['--out', str(out), '--clips', str(clips), '--dae-variant', 'demo', '--dae-steps', '0']) == 2
+  assert 'trained with other model settings' in capsys.readouterr().err
