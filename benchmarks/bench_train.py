@@ -29,33 +29,34 @@ def _first(x):
   return x[0] if isinstance(x, (list, tuple)) else x
 
 
-def benchmark(variant: str, batch: int, steps: int, dtype: str, remat: bool, fsdp: int,
-              grad_accum: int) -> dict:
-  config = dae_config.get_config(f'variant={variant}')
-  config.batch_size, config.dtype, config.remat = batch, dtype, remat
-  config.grad_accum_steps = grad_accum
-  config.mesh = [('data', -1), ('fsdp', fsdp)]
+def memory_dict(mem) -> dict[str, int]:
+  """XLA's memory analysis of a compiled program as a dict of byte counts ({} when unavailable)."""
+  keys = ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes',
+          'generated_code_size_in_bytes', 'alias_size_in_bytes')
+  return {k: int(getattr(mem, k)) for k in keys if mem is not None and hasattr(mem, k)}
+
+
+def time_train_step(config, make_batch, steps: int) -> dict:
+  """Compiles the real sharded train step of `config` and times `steps` calls after one warm-up call.
+
+  make_batch(mesh) -> a global batch; two are made and alternated. Returns params, compile_s, step_s,
+  flops_per_step (XLA cost analysis, all devices), achieved_flops_per_s, memory_per_device, final_loss,
+  mesh and devices.
+  """
   mesh = sharding.create_mesh(config.mesh)
   task = tasks.get_task(config.task)
-  size = config.model.image_size
-  rng = np.random.default_rng(0)
-  local = batch // jax.process_count()
   with jax.set_mesh(mesh):
     tx, schedule = train.create_optimizer(config)
     init, abstract, shardings, parts = train.create_train_state(config, mesh, task, tx)
     state = init()
     step = train.make_train_step(config, mesh, task, tx, schedule, parts, shardings)
-    batches = [sharding.make_global_batch(mesh, {'image': rng.uniform(-1, 1, (local, size, size, 3))
-                                                 .astype(np.float32)}) for _ in range(2)]
+    batches = [make_batch(mesh) for _ in range(2)]
     t0 = time.perf_counter()
     compiled = step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - t0
     cost = _first(compiled.cost_analysis()) or {}
     flops = float(cost.get('flops', float('nan')))
-    mem = compiled.memory_analysis()
-    memory = {k: int(getattr(mem, k)) for k in ('argument_size_in_bytes', 'output_size_in_bytes',
-                                                 'temp_size_in_bytes', 'generated_code_size_in_bytes',
-                                                 'alias_size_in_bytes') if mem is not None and hasattr(mem, k)}
+    memory = memory_dict(compiled.memory_analysis())
     state, m = compiled(state, batches[0])  # warm-up
     jax.block_until_ready(m)
     t0 = time.perf_counter()
@@ -65,16 +66,29 @@ def benchmark(variant: str, batch: int, steps: int, dtype: str, remat: bool, fsd
     step_s = (time.perf_counter() - t0) / steps
   # cost_analysis is per device program on SPMD: scale by the devices to get the whole step.
   total_flops = flops * mesh.size
-  return {
-      'variant': variant, 'batch': batch, 'image_size': size, 'dtype': dtype, 'remat': remat,
-      'grad_accum': grad_accum, 'mesh': dict(mesh.shape), 'devices': jax.device_count(),
-      'platform': jax.devices()[0].platform, 'device_kind': jax.devices()[0].device_kind,
-      'params': int(sum(x.size for x in jax.tree.leaves(abstract.params))),
-      'compile_s': round(compile_s, 3), 'step_s': round(step_s, 5),
-      'images_per_s': round(batch / step_s, 2), 'flops_per_step': total_flops,
-      'achieved_flops_per_s': total_flops / step_s, 'memory_per_device': memory,
-      'final_loss': float(m['loss']),
-  }
+  return {'mesh': dict(mesh.shape), 'devices': jax.device_count(),
+          'platform': jax.devices()[0].platform, 'device_kind': jax.devices()[0].device_kind,
+          'params': int(sum(x.size for x in jax.tree.leaves(abstract.params))),
+          'compile_s': round(compile_s, 3), 'step_s': round(step_s, 5), 'flops_per_step': total_flops,
+          'achieved_flops_per_s': total_flops / step_s, 'memory_per_device': memory,
+          'final_loss': float(m['loss'])}
+
+
+def benchmark(variant: str, batch: int, steps: int, dtype: str, remat: bool, fsdp: int,
+              grad_accum: int) -> dict:
+  """The DAE train step of configs/dae.py:variant on random images."""
+  config = dae_config.get_config(f'variant={variant}')
+  config.batch_size, config.dtype, config.remat = batch, dtype, remat
+  config.grad_accum_steps = grad_accum
+  config.mesh = [('data', -1), ('fsdp', fsdp)]
+  size = config.model.image_size
+  rng = np.random.default_rng(0)
+  local = batch // jax.process_count()
+  make_batch = lambda mesh: sharding.make_global_batch(
+      mesh, {'image': rng.uniform(-1, 1, (local, size, size, 3)).astype(np.float32)})
+  r = time_train_step(config, make_batch, steps)
+  return {'variant': variant, 'batch': batch, 'image_size': size, 'dtype': dtype, 'remat': remat,
+          'grad_accum': grad_accum, **r, 'images_per_s': round(batch / r['step_s'], 2)}
 
 
 def main():

@@ -40,8 +40,6 @@ from configs import s2l as s2l_config  # pylint: disable=g-import-not-at-top
 from daetalker_jax import diffusion  # pylint: disable=g-import-not-at-top
 from daetalker_jax import generate  # pylint: disable=g-import-not-at-top
 from daetalker_jax import sharding  # pylint: disable=g-import-not-at-top
-from daetalker_jax import tasks  # pylint: disable=g-import-not-at-top
-from daetalker_jax import train  # pylint: disable=g-import-not-at-top
 from daetalker_jax.models import unet  # pylint: disable=g-import-not-at-top
 
 # Sweep sizes per preset. cpu: finishes in a few minutes on 2 cores; accelerator: the real model sizes.
@@ -74,14 +72,6 @@ def linear_fit(x: Any, y: Any) -> dict[str, float]:
   return {'slope': float(slope), 'intercept': float(intercept), 'r2': r2}
 
 
-def memory_dict(mem) -> dict[str, int] | None:
-  if mem is None:
-    return None
-  keys = ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes', 'alias_size_in_bytes',
-          'generated_code_size_in_bytes')
-  return {k: int(getattr(mem, k)) for k in keys if hasattr(mem, k)}
-
-
 def timed(fn, *args, repeats: int) -> float:
   """Median wall seconds of `fn(*args)` after one warm-up call (results waited for)."""
   jax.block_until_ready(fn(*args))
@@ -102,7 +92,7 @@ class SamplerBench:
     self.model = bench_sampler.random_model(self.cfg)
     self.state = nnx.state(self.model)
     d = self.config.diffusion
-    self.schedule = diffusion.linear_schedule(d.T, d.beta_start, d.beta_end)
+    self.schedule = diffusion.schedule_from_config(d)
     self.size = self.cfg.image_size
 
   def inputs(self, batch: int):
@@ -122,7 +112,7 @@ class SamplerBench:
     x, c = self.inputs(batch)
     sec = timed(compiled, self.state, x, c, repeats=repeats)
     return dict(batch=batch, steps=steps, image_size=self.size, compile_s=compile_s, sample_s=sec,
-                frames_per_s=batch / sec, memory=memory_dict(compiled.memory_analysis()))
+                frames_per_s=batch / sec, memory=bench_train.memory_dict(compiled.memory_analysis()))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -160,7 +150,7 @@ def bench_sampler_section(p: dict[str, Any], bf16: bool) -> dict[str, Any]:
       continue
     log(f'sampler {p["variant"]}: compiled memory at {s} steps (compile only)')
     compiled, _ = bench.compile(p['base_batch'], s)
-    mem[str(s)] = memory_dict(compiled.memory_analysis())
+    mem[str(s)] = bench_train.memory_dict(compiled.memory_analysis())
   a, b = (mem[str(s)] for s in p['memory_steps'])
   out['memory_vs_steps'] = dict(per_steps=mem, temp_equal=a is not None and b is not None and
                                 a['temp_size_in_bytes'] == b['temp_size_in_bytes'],
@@ -208,47 +198,24 @@ def bench_recompiles(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_s2l_train(variant: str, batch: int, steps: int) -> dict[str, Any]:
-  """speech2latent train-step throughput, measured exactly like bench_train does for the DAE."""
+  """speech2latent train-step throughput, timed by bench_train's time_train_step like the DAE's."""
   config = s2l_config.get_config(f'variant={variant}')
   config.batch_size = batch
   config.mesh = [('data', -1), ('fsdp', 1)]
-  mesh = sharding.create_mesh(config.mesh)
-  task = tasks.get_task(config.task)
   w, d = int(config.data.window), int(config.model.latent_dim)
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
 
-  def make_batch():
+  def make_batch(mesh):
     return sharding.make_global_batch(mesh, {
         'audio': (0.1 * rng.standard_normal((local, w * 640))).astype(np.float32),
         'pose': rng.uniform(-10, 10, (local, w, 3)).astype(np.float32),
         'latent': rng.standard_normal((local, w, d)).astype(np.float32),
         'mask': np.ones((local, w), bool)})
 
-  with jax.set_mesh(mesh):
-    tx, schedule = train.create_optimizer(config)
-    init, abstract, shardings, parts = train.create_train_state(config, mesh, task, tx)
-    state = init()
-    step = train.make_train_step(config, mesh, task, tx, schedule, parts, shardings)
-    batches = [make_batch() for _ in range(2)]
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batches[0]).compile()
-    compile_s = time.perf_counter() - t0
-    flops = float(bench_train._first(compiled.cost_analysis()).get('flops', float('nan')))  # pylint: disable=protected-access
-    memory = memory_dict(compiled.memory_analysis())
-    state, m = compiled(state, batches[0])
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for i in range(steps):
-      state, m = compiled(state, batches[i % 2])
-    jax.block_until_ready((state, m))
-    step_s = (time.perf_counter() - t0) / steps
-  total = flops * mesh.size
-  return {'variant': variant, 'batch': batch, 'window_frames': w, 'devices': jax.device_count(),
-          'params': int(sum(x.size for x in jax.tree.leaves(abstract.params))), 'compile_s': compile_s,
-          'step_s': step_s, 'windows_per_s': batch / step_s, 'frames_per_s': batch * w / step_s,
-          'flops_per_step': total, 'achieved_flops_per_s': total / step_s, 'memory_per_device': memory,
-          'final_loss': float(m['loss'])}
+  r = bench_train.time_train_step(config, make_batch, steps)
+  return {'variant': variant, 'batch': batch, 'window_frames': w, **r, 'windows_per_s': batch / r['step_s'],
+          'frames_per_s': batch * w / r['step_s']}
 
 
 def bench_train_section(p: dict[str, Any]) -> dict[str, Any]:
