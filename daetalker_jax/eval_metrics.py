@@ -372,8 +372,8 @@ def _audio_int16_scale(audio16k: Any) -> np.ndarray:
     return a.astype(np.float64)
   if not np.issubdtype(a.dtype, np.floating):
     raise ValueError(f'eval_metrics.sync_scores: audio must be int16 or float in [-1, 1], got {a.dtype}')
-  # Readers here give int16 / 32768 (data.audio, data.features), so this restores the stored samples;
-  # audio written with * 32767 differs by 3e-5 relative, i.e. 6e-5 in the log energy: negligible.
+  # Readers here give int16 / 32768 and writers use * 32768 (video_io.to_int16), so this restores the
+  # stored samples exactly.
   return np.clip(np.round(a.astype(np.float64) * 32768.0), -32768, 32767)
 
 

@@ -152,7 +152,7 @@ def make_speech(rng: np.random.Generator, num_samples: int) -> dict:
       sentences.append(text)
       pos += len(wav) + int(rng.uniform(0.2, 0.6) * SAMPLE_RATE)  # silence between sentences
       n_words = int(rng.integers(3, 9))
-  pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+  pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)  # readers divide by 32768
   return {'audio': pcm, 'phonemes': phonemes, 'text': ' '.join(sentences), 'voice': voice}
 
 

@@ -216,8 +216,9 @@ def read_video(path: str | os.PathLike[str], *, require_audio: bool = True) -> D
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
-  """float [-1, 1] → int16 (clipped)."""
-  return np.clip(np.round(np.asarray(audio, np.float32) * 32767.0), -32768, 32767).astype(np.int16)
+  """float [-1, 1] → int16 (× 32768, clipped): the inverse of every reader's int16 / 32768, so a
+  read → write round trip keeps the samples exactly."""
+  return np.clip(np.round(np.asarray(audio, np.float32) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 class VideoWriter:
