@@ -377,6 +377,7 @@ def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, sta
   missing = stats.decoded / FPS - audio_end
   if missing > 1.0 / FPS:
     notes['audio_warning'] = f'audio ends {missing:.2f}s before the video; padded with silence'
+    validation.warnings.append(notes['audio_warning'])
     _log(f'prepare: {path}: {notes["audio_warning"]}')
   audio_rms = float(np.sqrt(np.mean(np.square(video.raw_audio)))) if video.raw_audio.size else 0.0
   return dict(

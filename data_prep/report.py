@@ -86,6 +86,7 @@ class SourceStats:
     self._clipped = 0
     self._audio_frames = 0
     self._silent_frames = 0
+    self.warnings: list[str] = []   # found by the caller (e.g. audio ending before the video)
 
   def add_annotation(self, ann: Any) -> None:
     """One frame's result (a face.FrameAnnotation, or anything with drop_reason/box/pose)."""
@@ -147,7 +148,7 @@ class SourceStats:
         face_px_median=round(float(np.median(self._box_px)), 1) if self._box_px else None,
         heavy_yaw_fraction=round(float(np.mean(np.abs(poses[:, 0]) > HEAVY_YAW_DEG)), 4)
         if len(poses) else None,
-        pose=pose, audio=audio)
+        pose=pose, audio=audio, warnings=list(self.warnings))
 
 
 def _source_warnings(s: dict, target_size: int) -> list[str]:
@@ -171,7 +172,7 @@ def _source_warnings(s: dict, target_size: int) -> list[str]:
       out.append(f'clipping: {100 * a["clipping_fraction"]:.2f}% of samples at full scale')
   if s['fps_found'] is not None and 0 < s['fps_found'] < MIN_SOURCE_FPS:
     out.append(f'low fps: source has {s["fps_found"]:g} fps, resampling to {FPS} repeats frames')
-  return out
+  return out + list(s.get('warnings', []))
 
 
 @dataclasses.dataclass

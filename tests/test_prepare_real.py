@@ -273,6 +273,8 @@ def test_audio_shorter_than_video_is_padded_with_silence(tmp_path, capsys):
   (entry,) = json.loads((out / 'manifest.json').read_text())['sources']
   assert entry['audio_seconds'] == pytest.approx(2.0, abs=0.05)
   assert 'padded with silence' in entry['audio_warning']
+  warnings = json.loads((out / 'report.json').read_text())['validation']['warnings']
+  assert any(w.startswith(f'{path}: audio ends 1.0') for w in warnings), warnings
 
 
 # ------------------------------------------------------------------------------------------------
