@@ -66,8 +66,17 @@ def _rng_tags(model: nnx.Module) -> tuple[str, ...]:
   return tuple(sorted({s.key.tag for _, s in nnx.iter_graph(model) if isinstance(s, nnx.RngStream)}))
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam(W) with linear warmup to a constant learning rate and global-norm clipping (diffae's recipe)."""
+def _path_names(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, task: types.ModuleType | None = None
+                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Adam(W) with linear warmup to a constant learning rate and global-norm clipping (diffae's recipe).
+
+  A task may define `frozen(path: tuple[str, ...]) -> bool` (path: the parameter's names from the model
+  root): those parameters get no update (not even weight decay) and no optimizer state.
+  """
   o = config.optim
   schedule = optax.join_schedules(
       [optax.linear_schedule(0.0, o.learning_rate, max(1, o.warmup_steps)),
@@ -75,6 +84,11 @@ def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
   tx = optax.chain(
       optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(),
       optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  frozen = getattr(task, 'frozen', None)
+  if frozen is not None:
+    labels = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: 'frozen' if frozen(_path_names(path)) else 'train', params)
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
   return tx, schedule
 
 
@@ -263,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   with jax.set_mesh(mesh):
     # ---- Model, optimizer and sharded state.
-    tx, schedule = create_optimizer(config)
+    tx, schedule = create_optimizer(config, task)
     init, abstract_state, state_shardings, parts = create_train_state(config, mesh, task, tx)
     logging.info('model: %s parameters', f'{metrics_lib.count_params(abstract_state.params):,}')
     step_fn = make_train_step(config, mesh, task, tx, schedule, parts, state_shardings)

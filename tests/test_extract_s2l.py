@@ -84,6 +84,7 @@ def test_s2l_wav2vec2_frontend_starts_from_the_pretrained_weights(tiny_dataset, 
   config.model.wav2vec2_path = hf_path
   config.model.wav2vec2_layer = 1
   config.optim.warmup_steps = 1                                 # nonzero learning rate from step 2
+  config.optim.weight_decay = 0.1                               # would shrink weights that were not frozen
   workdir = tmp_path / 'run'
   train.train_and_evaluate(config, str(workdir))
   model, _ = checkpoint.load_model(str(workdir), which='params')
@@ -93,3 +94,11 @@ def test_s2l_wav2vec2_frontend_starts_from_the_pretrained_weights(tiny_dataset, 
   expected = nnx.state(reference, nnx.Param)
   diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), trained, expected)
   assert max(jax.tree.leaves(diffs)) == 0.0
+  # The optimizer keeps Adam moments for the trainable parameters only.
+  from daetalker_jax import tasks  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.models import speech2latent as s2l  # pylint: disable=g-import-not-at-top
+  tx, _ = train.create_optimizer(config, tasks.get_task(config.task))
+  opt_elems = sum(x.size for x in jax.tree.leaves(tx.init(nnx.state(model, nnx.Param))))
+  trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, s2l.TRAINABLE)))
+  frozen = sum(x.size for x in jax.tree.leaves(nnx.state(model.wav2vec2, nnx.Param)))
+  assert frozen > 0 and 2 * trainable <= opt_elems < 2 * trainable + 16, (opt_elems, trainable, frozen)

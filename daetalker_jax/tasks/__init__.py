@@ -6,6 +6,8 @@ A task module provides (see docs/ARCHITECTURE.md):
   loss_fn(config, model, batch, rng, *, train) -> (loss, metrics)
   evaluate(config, model, ema_model, eval_inputs, workdir, step, writer) -> metrics
   data_stats(config) -> dict  (optional: stored in the checkpoint's JSON meta)
+  frozen(path) -> bool  (optional: parameters the optimizer leaves alone, see train.create_optimizer)
+  load_pretrained(config, model) -> bool  (optional: load weights into a fresh model after init)
 """
 
 import importlib

@@ -31,6 +31,11 @@ def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> s2l.Speec
   return s2l.Speech2Latent(cfg, rngs=rngs)
 
 
+def frozen(path: tuple[str, ...]) -> bool:
+  """The wav2vec2 front end is frozen: the optimizer keeps no state for it (train.create_optimizer)."""
+  return 'wav2vec2' in path
+
+
 def load_pretrained(config: ml_collections.ConfigDict, model: s2l.Speech2Latent) -> bool:
   """Loads the frozen wav2vec2 weights (config.model.wav2vec2_path) into a fresh model, in place.
 
