@@ -1,14 +1,8 @@
-"""Test setup: CPU only, 8 fake XLA devices for sharding tests, TensorFlow kept off any GPU, and one JAX
-compilation cache for the session (many tests build the same tiny UNet programs in fresh jitted closures;
-the cache turns their repeated XLA compiles into lookups). The cache is a temporary folder, removed at
-exit, so every run starts cold as CI does.
+"""Test setup: CPU only, 8 fake XLA devices for sharding tests, TensorFlow kept off any GPU.
 
 The environment must be set before JAX or TensorFlow is imported, so it happens at the top of this file.
 """
-import atexit
 import os
-import shutil
-import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
@@ -16,11 +10,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
-
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-  _CACHE = tempfile.mkdtemp(prefix='daetalker-jax-test-cache-')
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
-  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 import pathlib  # noqa: E402
 
