@@ -38,8 +38,9 @@ from daetalker_jax.data import features
 from daetalker_jax.models import conformer
 from daetalker_jax.models import wav2vec2 as w2v
 
-# Parameters the optimizer trains: everything except the frozen wav2vec2 extractor.
-TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains('wav2vec2')))
+# The frozen wav2vec2 extractor, and the parameters the optimizer trains: everything else.
+FROZEN = nnx.PathContains('wav2vec2')
+TRAINABLE = nnx.All(nnx.Param, nnx.Not(FROZEN))
 
 # Log-mel values are log(power + 1e-5), about -11.5 (silence) .. +3 (loud); this fixed affine brings
 # them near zero mean / unit scale so the first conv starts in a sensible range. Fixed (not data

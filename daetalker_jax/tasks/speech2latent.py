@@ -33,7 +33,7 @@ def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> s2l.Speec
 
 def frozen(path: tuple[str, ...]) -> bool:
   """The wav2vec2 front end is frozen: the optimizer keeps no state for it (train.create_optimizer)."""
-  return 'wav2vec2' in path
+  return s2l.FROZEN(path, None)
 
 
 def load_pretrained(config: ml_collections.ConfigDict, model: s2l.Speech2Latent) -> bool:
