@@ -32,7 +32,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 test: install
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=10 tests
 
 synth: install
 	$(PYTHON) -m data_prep.synthface --out $(SYNTH) --clips 40 --seconds 8 --size 128 --seed 0

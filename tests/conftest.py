@@ -15,16 +15,22 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / 'shared' / 'reference' / 'diffae'
+from tests import _reference  # noqa: E402
 
 
 @pytest.fixture(scope='session')
 def reference_dir() -> pathlib.Path:
-  """The official diffae reference vectors (../shared/reference/diffae)."""
-  if not REFERENCE.is_dir():
-    raise FileNotFoundError(f'reference vectors not found at {REFERENCE}')
-  return REFERENCE
+  """The official diffae reference vectors, kept in the repository (tests/reference/diffae, see its README)."""
+  return _reference.REFERENCE
+
+
+@pytest.fixture(scope='session')
+def tiny_weights(tmp_path_factory) -> pathlib.Path:
+  """The official tiny diffae model's weights as a .safetensors file, rebuilt from their seeded recipe."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp('diffae') / 'tiny_weights.safetensors'
+  save_file(_reference.rebuild_tiny_weights(), str(path))
+  return path
 
 
 @pytest.fixture(scope='session')
@@ -77,7 +83,7 @@ def official_cfg(reference_dir) -> dict:
 
 
 @pytest.fixture(scope='session')
-def tiny(reference_dir, official_cfg):
+def tiny(tiny_weights, official_cfg):
   """The official tiny diffae model's weights imported into our DiffusionAutoencoder."""
   from daetalker_jax.importers import diffae  # pylint: disable=g-import-not-at-top
-  return diffae.load_pretrained(reference_dir / 'tiny_weights.safetensors', diffae.config_from_official(official_cfg))
+  return diffae.load_pretrained(tiny_weights, diffae.config_from_official(official_cfg))

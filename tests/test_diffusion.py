@@ -1,4 +1,4 @@
-"""Diffusion math and DDIM sampling/inversion against the official diffae loops (../shared/reference/diffae)."""
+"""Diffusion math and DDIM sampling/inversion against the official diffae loops (tests/reference/diffae)."""
 
 import jax
 import jax.numpy as jnp
@@ -184,12 +184,12 @@ def test_decode_invert_round_trip_with_many_steps(tiny, ref):
   assert r100 < 0.1 and r100 < r10 / 2
 
 
-def test_float64_port_matches_official_float64(reference_dir, official_cfg, ref):
+def test_float64_port_matches_official_float64(reference_dir, tiny_weights, official_cfg, ref):
   """With jax_enable_x64 the port reproduces diffae's float64 computation to ~1e-12: same math, not luck."""
   io = np.load(reference_dir / 'tiny_io.npz')
   with jax.enable_x64(True):
     cfg = diffae.config_from_official(official_cfg, dtype='float64', param_dtype='float64')
-    model = diffae.load_pretrained(reference_dir / 'tiny_weights.safetensors', cfg)
+    model = diffae.load_pretrained(tiny_weights, cfg)
     f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
     # diffae's eps_float64 used the float32 cond.
     eps = eps_of(model, f64(nhwc(io['x_t'])), jnp.asarray(io['t']), f64(io['cond']))

@@ -1,4 +1,4 @@
-"""The Flax UNet + semantic encoder against the official diffae tiny model (../shared/reference/diffae)."""
+"""The Flax UNet + semantic encoder against the official diffae tiny model (tests/reference/diffae)."""
 
 import jax
 import jax.numpy as jnp
