@@ -70,6 +70,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion.prediction = 'v' if variant == 'demo' else 'eps'
   config.diffusion.sample_steps = 20 if not small else 10   # DDIM steps for eval / sample grids
 
+  # Loss weighting (tasks/dae.loss_fn). Defaults are diffae's plain mean over pixels and timesteps.
+  config.loss = ml_collections.ConfigDict()
+  # Weight of the mouth box's pixels (landmarks 48-67), 1 = off. The demo's 10: docs/RESULTS.md, ablation row
+  # "mouth-box loss weight 10" (shared-noise decodes open their mouths; plain loss: a faint smear).
+  config.loss.mouth_weight = 10.0 if variant == 'demo' else 1.0
+  config.loss.mouth_margin = 0.25           # the box grows by this share of its size on every side
+  config.loss.snr_gamma = 0.0               # min-SNR-γ timestep weighting, 0 = off
+
   config.batch_size = 8 if small else 64    # global batch (split over the mesh's data axes)
   config.num_train_steps = 300 if small else 500_000   # optimizer steps
   config.grad_accum_steps = 1               # micro-batches per optimizer step
@@ -84,6 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.b2 = 0.999                   # Adam beta2
   config.optim.weight_decay = 0.0           # AdamW decoupled weight decay
   config.optim.grad_clip = 1.0              # global-norm clip
+  # Learning-rate factor per top-level module (train.create_optimizer), e.g. --config.optim.lr_scale.encoder=3.
+  config.optim.lr_scale = ml_collections.ConfigDict({'encoder': 1.0})
   config.optim.ema_decay = 0.995 if small else 0.9999    # EMA of parameters (diffae: 0.9999)
   config.optim.ema_warmup = True          # EMA decay min(d, (1+t)/(10+t)): short runs get a usable EMA
 

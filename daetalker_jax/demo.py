@@ -8,16 +8,18 @@ Stages (each is skipped when its output already exists, so an interrupted demo r
   3. DAE training (configs/dae.py:variant=...)   train.train_and_evaluate                → OUT/dae
   4. latent extraction                           extract.extract_latents                 → OUT/data/latents/dae
   5. speech2latent training (configs/s2l.py)     train.train_and_evaluate                → OUT/s2l
-  6. generation from a held-out (test split) clip's audio, with that clip's ground-truth pose
+  6. generation from a held-out (test split) clip's audio, with the pose the model predicts (--pose)
                                                  generate.generate                       → OUT/generated.mp4
-  7. side-by-side video (generated | real) with the audio, and how well the mouth follows the speech:
-     Pearson r between the mouth opening `measure_frame` reads from the generated and from the real frames
-     (and at the best lag), the fraction of silent frames with a closed mouth, PSNR and SSIM.
-                                                                                         → OUT/side_by_side.mp4
-The DAE is the 64 px `demo` variant, which predicts v rather than eps (configs/dae.py, docs/TRAINING.md): in
-a CPU budget that is what makes one shared noise image decode to a clean face. On a 2-core CPU the defaults
-take ~17 min and give lip-sync r ~0.8 (docs/RESULTS.md). Raise --dae-steps / --s2l-steps / --clips for
-better faces.
+  7. side-by-side video (generated | real) with the audio, and how well the mouth follows the speech: the
+     strict mouth metrics of DESIGN.md §7 (`eval_metrics.strict_mouth_metrics`: strict r at lag 0 and best
+     lag, open-mouth recall, amplitude ratio, teeth recall, closed in silence), PSNR and SSIM, the soft
+     colour-window r of `measure_frame` as a secondary number, and a picture of the mouths: generated over
+     real at the 8 frames where the real mouth is most open.            → OUT/side_by_side.mp4, OUT/mouths.png
+The DAE is the 64 px `demo` variant, which predicts v rather than eps and weighs the mouth box 10x in its loss
+(configs/dae.py, docs/TRAINING.md): in a CPU budget that is what makes one shared noise image decode to a face
+whose mouth opens. On a 2-core CPU the defaults give strict mouth r ~0.76, but the mouth opens only ~1/4 as
+wide as the real one (docs/RESULTS.md). `--preset quality` trains longer; `--set dae.FIELD=VALUE` changes
+any config field (benchmarks/demo_ablation.py runs the recipe's ablation).
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
       return False
     if want is not None:
       got = checkpoint.config_from_meta(ckpt.restore_meta(latest))
-      for block in ('model', 'diffusion'):
-        if block in want and _plain(got.get(block, {})) != _plain(want[block]):
+      for block in ('model', 'diffusion', 'loss'):   # (a checkpoint older than a block has its defaults)
+        if block in want and block in got and _plain(got[block]) != _plain(want[block]):
           raise DemoError(f'{workdir} holds a model trained with other {block} settings than '
                           f'{want.variant!r} now uses; delete it (or pass another --out) to retrain')
     return True
@@ -73,10 +75,43 @@ def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
     ckpt.close()
 
 
-def _train(config_module, variant: str, data_dir: pathlib.Path, workdir: pathlib.Path, steps: int,
-           batch_size: int | None) -> None:
+def _has_dataset(data: pathlib.Path, crop: str) -> bool:
+  """Whether `data` holds a prepared dataset, made with `crop` (a folder made with another crop is refused)."""
+  if not (data / 'dataset_info.json').is_file():
+    return False
+  made = json.loads((data / 'report.json').read_text()).get('crop', 'none')
+  if made != crop:
+    raise DemoError(f'{data} was prepared with --crop {made}, not {crop}; delete it (or pass another --out)')
+  return True
+
+
+def _apply_overrides(config, overrides: dict[str, str]):
+  """`KEY=VALUE` settings (dotted keys of the config, values parsed as Python literals where they can be)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  for key, text in overrides.items():
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = key.split('.')
+    block = config
+    for name in parents:
+      block = block[name]
+    if leaf not in block:
+      raise DemoError(f'--set {key}: the config has no such field')
+    try:
+      block[leaf] = value                     # ConfigDict checks the type (an int may become a float)
+    except TypeError as e:
+      raise DemoError(f'--set {key}={text}: {e}') from None
+  return config
+
+
+def _config(config_module, variant: str, overrides: dict[str, str]):
+  return _apply_overrides(config_module.get_config(f'variant={variant}'), overrides)
+
+
+def _train(config, data_dir: pathlib.Path, workdir: pathlib.Path, steps: int, batch_size: int | None) -> None:
   from daetalker_jax import train  # pylint: disable=g-import-not-at-top
-  config = config_module.get_config(f'variant={variant}')
   config.data.data_dir = str(data_dir)
   config.num_train_steps = steps
   config.checkpoint_every_steps = steps
@@ -90,10 +125,33 @@ def _train(config_module, variant: str, data_dir: pathlib.Path, workdir: pathlib
   train.train_and_evaluate(config, str(workdir))
 
 
+def neutral_frame(data_dir: pathlib.Path) -> tuple[str, int]:
+  """(clip id, frame) of the training frame with the most closed mouth and the most frontal pose: the frame
+  whose DDIM inversion `--noise invert` uses as the one shared x_T."""
+  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  from data_prep.synthface_render import strict_mouth  # pylint: disable=g-import-not-at-top
+  best = None
+  for clip in dataset.iterate_clips(data_dir, 'train'):
+    area = np.array([strict_mouth(f)['area'] for f in clip['images']])
+    score = area * 1e4 + np.abs(np.asarray(clip['pose'], np.float64)).sum(-1)  # closed first, then frontal
+    k = int(np.argmin(score))
+    if best is None or score[k] < best[0]:
+      best = (float(score[k]), clip['clip_id'], k)
+  if best is None:
+    raise DemoError(f'{data_dir}: no training clip to invert')
+  return best[1], best[2]
+
+
 def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int = 128, dae_variant: str = 'demo',
              dae_steps: int = 500, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
-             batch_size: int | None = None, seed: int = 0, noise: str = 'seed:0') -> dict:
-  """Runs every stage into `out`; returns paths, timings and the mouth-opening correlation."""
+             batch_size: int | None = None, seed: int = 0, noise: str = 'seed:0', pose: str = 'predicted',
+             dae_overrides: dict[str, str] | None = None, s2l_overrides: dict[str, str] | None = None,
+             crop: str = 'none') -> dict:
+  """Runs every stage into `out`; returns paths, timings and the lip-sync metrics (strict first, soft r).
+
+  The held-out clip's video is generated from its audio alone: pose 'predicted' (the pose adaptor's own
+  prediction, as a user would run it) or 'reference' (the clip's ground-truth pose track).
+  """
   from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
   from configs import s2l as s2l_config  # pylint: disable=g-import-not-at-top
   from data_prep import prepare  # pylint: disable=g-import-not-at-top
@@ -106,7 +164,9 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   root = pathlib.Path(out)
   root.mkdir(parents=True, exist_ok=True)
   videos, data, dae_dir, s2l_dir = root / 'videos', root / 'data', root / 'dae', root / 's2l'
-  image_size = int(dae_config.get_config(f'variant={dae_variant}').model.image_size)
+  dae_want = _config(dae_config, dae_variant, dae_overrides or {})
+  s2l_want = _config(s2l_config, s2l_variant, s2l_overrides or {})
+  image_size = int(dae_want.model.image_size)
   timings: dict[str, float] = {}
   t_start = time.perf_counter()
 
@@ -115,17 +175,15 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
                                             overwrite=True), timings)
   # At least one clip in each of val and test.
   frac = max(0.1, 1.0 / clips + 1e-6)
-  _stage('2 prepare', (data / 'dataset_info.json').is_file(),
-         lambda: prepare.prepare(videos, data, size=image_size, crop='none', val_fraction=frac,
+  _stage('2 prepare', _has_dataset(data, crop),
+         lambda: prepare.prepare(videos, data, size=image_size, crop=crop, val_fraction=frac,
                                  test_fraction=frac, seed=seed, overwrite=True), timings)
-  dae_want = dae_config.get_config(f'variant={dae_variant}')
-  s2l_want = s2l_config.get_config(f'variant={s2l_variant}')
   _stage('3 train DAE', _has_checkpoint(dae_dir, dae_steps, dae_want),
-         lambda: _train(dae_config, dae_variant, data, dae_dir, dae_steps, batch_size), timings)
+         lambda: _train(dae_want, data, dae_dir, dae_steps, batch_size), timings)
   _stage('4 extract latents', (dataset.latents_dir(data, 'dae') / 'stats.json').is_file(),
          lambda: extract.extract_latents(str(dae_dir), str(data), name='dae', batch_size=32), timings)
   _stage('5 train speech2latent', _has_checkpoint(s2l_dir, s2l_steps, s2l_want),
-         lambda: _train(s2l_config, s2l_variant, data, s2l_dir, s2l_steps, batch_size), timings)
+         lambda: _train(s2l_want, data, s2l_dir, s2l_steps, batch_size), timings)
 
   # 6. Generation from a held-out clip's audio (the test split was never trained on).
   clip = next(iter(dataset.iterate_clips(data, 'test')))
@@ -135,10 +193,10 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   sf.write(str(wav), clip['audio'], 16000, subtype='PCM_16')
   generated_path = root / 'generated.mp4'
   frames: list[np.ndarray] = []
-  if noise.startswith('invert'):   # DDIM-invert the first frame of the first train clip: one shared x_T
-    noise = f"invert:{dataset.clip_ids(data, 'train')[0]}:0"
-  opts = generate.Options(steps=sample_steps, noise=noise, pose=f'reference:{clip_id}', data_dir=str(data),
-                          batch=16)
+  if noise == 'invert':   # DDIM-invert a closed-mouth, frontal training frame: one shared x_T
+    noise = 'invert:{}:{}'.format(*neutral_frame(data))
+  opts = generate.Options(steps=sample_steps, noise=noise, data_dir=str(data), batch=16,
+                          pose=f'reference:{clip_id}' if pose == 'reference' else pose)
   t0 = time.perf_counter()
   summary = generate.generate(str(wav), str(dae_dir), str(s2l_dir), str(generated_path), opts,
                               frames_out=frames.append)
@@ -153,10 +211,16 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
                             audio=clip['audio'][:n * video_io.SAMPLES_PER_FRAME]) as writer:
     for k in range(n):
       writer.write(np.concatenate([generated[k], real[k]], axis=1))
+  from daetalker_jax import eval_metrics as em  # pylint: disable=g-import-not-at-top
   from daetalker_jax import evaluate  # pylint: disable=g-import-not-at-top
   m = evaluate.video_metrics(real[:n], generated[:n], clip['audio'][:n * video_io.SAMPLES_PER_FRAME],
                              kind='synthface')
-  result = dict(generated=str(generated_path), side_by_side=str(side_path), clip_id=clip_id, frames=n,
+  mouths_path = root / 'mouths.png'
+  em.save_mouth_strip(mouths_path, generated[:n], real[:n])
+  strict_keys = ('strict_r', 'strict_r_best', 'strict_best_lag', 'open_recall', 'amplitude_ratio', 'teeth_recall',
+                 'strict_closed_in_silence', 'strict_closed_in_silence_real', 'num_open_frames', 'num_teeth_frames')
+  result = dict(generated=str(generated_path), side_by_side=str(side_path), mouths=str(mouths_path),
+                clip_id=clip_id, frames=n, **{k: m[k] for k in strict_keys},
                 mouth_open_pearson_r=m['lip_sync_r'], lip_sync_lag=m['lip_sync_lag'],
                 lip_sync_r_best_lag=m['lip_sync_r_best_lag'],
                 mouth_closed_in_silence=m['mouth_closed_in_silence'],
@@ -166,43 +230,98 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   return result
 
 
+def _summary(res: dict) -> str:
+  """The demo's lip-sync report: strict mouth metrics first (DESIGN.md §7), the soft r labelled secondary."""
+  return '\n'.join([
+      f'[demo] strict mouth r:  {res["strict_r"]:.3f} at lag 0, {res["strict_r_best"]:.3f} at the best lag '
+      f'{res["strict_best_lag"]:+d} frames (within +-2) over {res["frames"]} frames (only pixels within 30 RGB '
+      f'of the mouth colours count as open)',
+      f'[demo] open-mouth recall: {res["open_recall"]:.2f} of the {res["num_open_frames"]} frames where the real '
+      f'mouth is open (generated area >= 40% of real); amplitude ratio {res["amplitude_ratio"]:.2f} '
+      f'(median generated / real area)',
+      f'[demo] teeth recall: {res["teeth_recall"]:.2f} of {res["num_teeth_frames"]} frames with real teeth; '
+      f'closed in silence (strict): {res["strict_closed_in_silence"]:.2f} of the silent frames '
+      f'(real video: {res["strict_closed_in_silence_real"]:.2f})',
+      f'[demo] PSNR {res["psnr_db"]:.2f} dB, SSIM {res["ssim"]:.3f} (generated vs real frames)',
+      f'[demo] soft r (secondary): {res["mouth_open_pearson_r"]:.3f} (colour windows, a smear counts as '
+      f'half open; best lag {res["lip_sync_lag"]:+d}: r {res["lip_sync_r_best_lag"]:.3f}); soft closed in '
+      f'silence (secondary) {res["mouth_closed_in_silence"]:.2f} (real {res["mouth_closed_in_silence_real"]:.2f})',
+      f'[demo] mouths:          {res["mouths"]}  (generated over real, where the real mouth is most open)',
+  ])
+
+
+# Presets: defaults of the flags below. `default` fits the 20-minute CPU budget of `make demo`; `quality` is the
+# documented longer CPU run (~2 h on 2 cores). docs/RESULTS.md has the measured rows behind each number.
+PRESETS = {
+    'default': dict(clips=16, seconds=5.0, dae_steps=500, s2l_steps=300, sample_steps=10, crop='none'),
+    'quality': dict(clips=24, seconds=6.0, dae_steps=4000, s2l_steps=1000, sample_steps=20, crop='none'),
+}
+
+
+def _pairs(items: list[str], flag: str, parser) -> dict[str, dict[str, str]]:
+  out: dict[str, dict[str, str]] = {'dae': {}, 's2l': {}}
+  for item in items:
+    key, sep, value = item.partition('=')
+    stage, _, field = key.partition('.')
+    if not sep or stage not in out or not field:
+      parser.error(f'{flag} {item!r}: expected dae.FIELD=VALUE or s2l.FIELD=VALUE (e.g. dae.loss.mouth_weight=8)')
+    out[stage][field] = value
+  return out
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog='python -m daetalker_jax.demo', description=__doc__.split('\n\n')[0])
   p.add_argument('--out', default='runs/demo', help='folder for every stage (default runs/demo)')
-  p.add_argument('--clips', type=int, default=16, help='synthface clips (default 16)')
-  p.add_argument('--seconds', type=float, default=5.0, help='seconds per clip (default 5)')
+  p.add_argument('--preset', choices=sorted(PRESETS), default='default',
+                 help='default: the 20-minute CPU demo; quality: a longer CPU run (~2 h) with better faces')
+  p.add_argument('--clips', type=int, help='synthface clips (preset: 16)')
+  p.add_argument('--seconds', type=float, help='seconds per clip (preset: 5)')
   p.add_argument('--video-size', type=int, default=128, help='synthface frame size (default 128)')
   p.add_argument('--dae-variant', default='demo', help='configs/dae.py variant (default demo, 64 px)')
-  p.add_argument('--dae-steps', type=int, default=500, help='DAE training steps (default 500)')
+  p.add_argument('--dae-steps', type=int, help='DAE training steps (preset: 500)')
   p.add_argument('--s2l-variant', default='demo', help='configs/s2l.py variant (default demo)')
-  p.add_argument('--s2l-steps', type=int, default=300, help='speech2latent training steps (default 300)')
-  p.add_argument('--sample-steps', type=int, default=10, help='DDIM steps for generation (default 10)')
+  p.add_argument('--s2l-steps', type=int, help='speech2latent training steps (preset: 300)')
+  p.add_argument('--sample-steps', type=int, help='DDIM steps for generation (preset: 10)')
   p.add_argument('--noise', default='seed:0',
-                 help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a training frame; keeps its detail)")
+                 help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a closed-mouth, frontal training frame)")
+  p.add_argument('--crop', default=None, help="face crops: 'none' (the whole frame) or 'face' (a box around the "
+                                                "landmarks: the mouth covers more pixels) (preset: none)")
+  p.add_argument('--pose', choices=('predicted', 'reference'), default='predicted',
+                 help="head pose of the held-out clip: the model's prediction from the audio (default) or the "
+                      "clip's ground truth")
+  p.add_argument('--set', action='append', default=[], metavar='STAGE.FIELD=VALUE',
+                 help='override a config field, e.g. --set dae.loss.mouth_weight=8 --set s2l.optim.learning_rate=1e-3')
   p.add_argument('--batch-size', type=int, default=0, help='training batch override (0: config default)')
+  p.add_argument('--verbose', action='store_true', help='library INFO logs on stderr too (always in OUT/log.txt)')
   args = p.parse_args(argv)
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  absl_logging.set_verbosity(absl_logging.INFO)   # training progress (loss, steps/s, ETA) on stderr
+  for k, v in PRESETS[args.preset].items():
+    if getattr(args, k) is None:
+      setattr(args, k, v)
   if args.clips < 3:
     p.error('--clips must be >= 3 (train, val and test each need a clip)')
+  overrides = _pairs(args.set, '--set', p)
+  from daetalker_jax import console  # pylint: disable=g-import-not-at-top
+  log = console.setup(args.out, verbose=args.verbose)
+  console.stage(f'[demo] preset {args.preset} in {args.out} (library logs: {log})')
   try:
     res = run_demo(args.out, clips=args.clips, seconds=args.seconds, video_size=args.video_size,
                    dae_variant=args.dae_variant, dae_steps=args.dae_steps, s2l_variant=args.s2l_variant,
                    s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, batch_size=args.batch_size or None,
-                   noise=args.noise)
+                   noise=args.noise, pose=args.pose, dae_overrides=overrides['dae'], s2l_overrides=overrides['s2l'],
+                   crop=args.crop)
   except DemoError as e:
     print(f'[demo] error: {e}', file=sys.stderr)
     return 2
   print('[demo] timings: ' + ', '.join(f'{k} {v:.0f} s' for k, v in res['timings'].items()))
   print(f'[demo] generated video:   {res["generated"]}')
-  print(f'[demo] side by side:      {res["side_by_side"]}  (generated | real, held-out clip {res["clip_id"]})')
-  print(f'[demo] mouth opening r:   {res["mouth_open_pearson_r"]:.3f} over {res["frames"]} frames '
-        f'(measure_frame on generated vs real; best lag {res["lip_sync_lag"]:+d} frames: '
-        f'r {res["lip_sync_r_best_lag"]:.3f})')
-  print(f'[demo] mouth closed in silence: {res["mouth_closed_in_silence"]:.2f} of the silent frames '
-        f'(real video: {res["mouth_closed_in_silence_real"]:.2f})')
-  print(f'[demo] PSNR {res["psnr_db"]:.2f} dB, SSIM {res["ssim"]:.3f} (generated vs real frames)')
+  print(f'[demo] side by side:      {res["side_by_side"]}  (generated | real, held-out clip {res["clip_id"]}, '
+        f'{args.pose} pose)')
+  print(_summary(res))
   print(f'[demo] total {res["total_s"] / 60:.1f} min')
+  settings = dict(preset=args.preset, clips=args.clips, seconds=args.seconds, dae_steps=args.dae_steps,
+                  s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, crop=args.crop, noise=args.noise,
+                  pose=args.pose, set=args.set)
+  (pathlib.Path(args.out) / 'summary.json').write_text(json.dumps({**settings, **res}, indent=1, default=float) + '\n')
   return 0
 
 

@@ -96,13 +96,44 @@ def v_target(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
           _at(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0)
 
 
-def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.Array, cond: Any = None
+def snr(schedule: Schedule, t: jax.Array) -> jax.Array:
+  """Signal-to-noise ratio a_t / (1 - a_t) at integer timesteps t."""
+  ac = schedule.alphas_cumprod[t]
+  return ac / (1.0 - ac)
+
+
+def min_snr_weight(schedule: Schedule, t: jax.Array, gamma: float) -> jax.Array:
+  """Min-SNR-γ loss weight per example (Hang et al. 2023): min(SNR, γ) / SNR for an eps target, and
+  min(SNR, γ) / (SNR + 1) for a v target, i.e. the x0-space loss clamped at γ, so the many low-noise
+  timesteps (sharp detail that costs little to get wrong) stop dominating the gradient."""
+  s = snr(schedule, t)
+  return jnp.minimum(s, gamma) / (s if schedule.prediction == 'eps' else s + 1.0)
+
+
+def box_weight(boxes: jax.Array, valid: jax.Array, size: tuple[int, int], weight: float) -> jax.Array:
+  """(B, H, W, 1) pixel weights: `weight` inside each example's box, 1 elsewhere (and everywhere when the
+  box is not valid). boxes (B, 4) = (x0, y0, x1, y1) as fractions of the width / height; valid (B,) bool."""
+  h, w = size
+  ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
+  xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
+  b = boxes.astype(jnp.float32)[:, :, None]
+  inside = ((xs[None, None, :] >= b[:, 0:1]) & (xs[None, None, :] <= b[:, 2:3]) &
+            (ys[None, :, None] >= b[:, 1:2]) & (ys[None, :, None] <= b[:, 3:4]))      # (B, H, W)
+  inside &= jnp.asarray(valid, bool)[:, None, None]
+  return jnp.where(inside, jnp.float32(weight), 1.0)[..., None]
+
+
+def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.Array, cond: Any = None, *,
+                   pixel_weight: jax.Array | None = None, snr_gamma: float | None = None
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """diffae's training loss: t ~ U{0..T-1}, noise ~ N(0, I), mean squared error of model_fn(x_t, t, cond)
   against the schedule's prediction target (eps: the noise, diffae's L2 eps loss; v: v_target).
 
   model_fn is the raw network (its output is eps or v). For the DAE, pass `cond = model.encode(x0)` computed
   inside the differentiated function, so that the encoder learns end to end through this loss.
+  pixel_weight: optional (B, H, W, 1) weights (e.g. `box_weight` on the mouth); each example's squared error
+    is averaged with them (a weighted mean, so the loss keeps its scale).
+  snr_gamma: optional min-SNR-γ timestep weighting (`min_snr_weight`); None is diffae's plain mean.
   Returns (scalar loss, {'loss_per_example': (B,), 't': (B,)}).
   """
   t_rng, n_rng = jax.random.split(rng)
@@ -112,8 +143,15 @@ def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.
   x_t = q_sample(schedule, x0, t, noise)
   target = noise if schedule.prediction == 'eps' else v_target(schedule, x0, t, noise)
   out = model_fn(x_t, t, cond).astype(jnp.float32)
-  per_example = jnp.mean(jnp.square(out - target), axis=tuple(range(1, x0.ndim)))
-  return per_example.mean(), {'loss_per_example': per_example, 't': t}
+  axes = tuple(range(1, x0.ndim))
+  sq = jnp.square(out - target)
+  if pixel_weight is None:
+    per_example = jnp.mean(sq, axis=axes)
+  else:
+    pw = jnp.broadcast_to(pixel_weight.astype(jnp.float32), sq.shape)
+    per_example = jnp.sum(pw * sq, axis=axes) / jnp.sum(pw, axis=axes)
+  weighted = per_example if snr_gamma is None else per_example * min_snr_weight(schedule, t, snr_gamma)
+  return weighted.mean(), {'loss_per_example': per_example, 't': t}
 
 
 # ----------------------------------------------------------------------------------------------- DDIM tables

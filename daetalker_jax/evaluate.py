@@ -12,14 +12,18 @@ For every clip of the split (at most --max-clips, each cut to --max-frames):
      mean latent as the bar to beat, and the pose adaptor's error in degrees.
   3. Video: both latent tracks decoded from the shared x_T (exactly `generate`'s decoder) and compared
      with the real frames: PSNR, SSIM, lip sync, mouth closed during silence, temporal jitter ratio.
-     Lip sync depends on the data: synthface (a `<source>.json` sidecar beside the source video) → Pearson r
-     of the mouth opening read from the reserved colours (`measure_frame`) of generated vs real frames
-     (+ the best lag, + r against the sidecar's exact mouth_open); real video prepared with --crop auto →
-     dlib 68 landmarks of the generated frames, mean mouth-landmark distance / inter-ocular distance.
+     Lip sync depends on the data: synthface (a `<source>.json` sidecar beside the source video) → the
+     strict mouth metrics of DESIGN.md §7 as the headline (`eval_metrics.strict_mouth_metrics`: only pixels
+     within 30 RGB units of the mouth colours count as open mouth; strict r at lag 0 and best lag in ±2,
+     open-mouth recall, amplitude ratio, teeth recall, closed in silence), and as secondary numbers the
+     soft colour-window reading (`measure_frame`): Pearson r of the mouth opening of generated vs real
+     frames (+ the best lag, + r against the sidecar's exact mouth_open); real video prepared with --crop
+     auto → dlib 68 landmarks of the generated frames, mean mouth-landmark distance / inter-ocular distance.
      SyncNet LSE-C / LSE-D on the generated (and, for reference, the real) crops when --syncnet is given.
 Results: a JSON file (per clip and frame-weighted means; NaN → null, ±inf → "inf"/"-inf"), a short table on
-stdout, and a contact sheet PNG beside the JSON (per clip three rows: real | generated with GT pose |
-generated with predicted pose).
+stdout, a contact sheet PNG beside the JSON (per clip three rows: real | generated with GT pose |
+generated with predicted pose) and, on synthface, per clip `mouths_<clip_id>.png` beside the JSON: the 8
+frames where the real mouth is most open (rows: GT pose | predicted pose | real).
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ SHEET_CLIPS = 4                               # clips in the contact sheet
 # of the inter-ocular distance (a closed mouth reads ~0-0.02, speech openings 0.05-0.4).
 LIP_GAP_CLOSED = 0.04
 UNAVAILABLE_SYNCNET = 'unavailable (no weights)'
+MOUTH_STRIP_FRAMES = 8                        # columns of mouths_<clip_id>.png
+# Summary: these metrics are averaged over clips weighted by the frames they are computed on, not by the
+# clip length; counts are summed.
+_SUMMARY_WEIGHTS = {'open_recall': 'num_open_frames', 'amplitude_ratio': 'num_open_frames',
+                    'teeth_recall': 'num_teeth_frames'}
+_SUMMARY_SUMS = ('num_open_frames', 'num_teeth_frames')
 
 
 class EvaluateError(ValueError):
@@ -80,6 +90,10 @@ def video_metrics(real: np.ndarray, gen: np.ndarray, audio: np.ndarray, *, kind:
 
   kind: 'synthface' (mouth read from the reserved colours), 'landmarks' (real video with 68 landmarks of
   both clips given) or 'none' (image metrics only). `audio`: the clip's N*640 samples (float or int16).
+  On synthface the headline is strict (`eval_metrics.strict_mouth_scores`: strict_r, strict_r_best,
+  strict_best_lag, open_recall, amplitude_ratio, teeth_recall, strict_closed_in_silence (+ `_real`),
+  num_open_frames, num_teeth_frames); lip_sync_r, lip_sync_lag, lip_sync_r_best_lag, lip_sync_r_truth and
+  mouth_closed_in_silence (+ `_real`) are the soft colour-window reading, secondary.
   """
   if real.shape != gen.shape:
     raise ValueError(f'evaluate.video_metrics: real {real.shape} and generated {gen.shape} differ')
@@ -87,6 +101,12 @@ def video_metrics(real: np.ndarray, gen: np.ndarray, audio: np.ndarray, *, kind:
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', RuntimeWarning)   # degenerate clips give nan, recorded as null
     if kind == 'synthface':
+      sg, sr = em.strict_mouth_series(gen), em.strict_mouth_series(real)
+      strict = em.strict_mouth_scores(sg, sr, audio)
+      strict['strict_closed_in_silence'] = strict.pop('closed_in_silence')
+      strict['strict_closed_in_silence_real'] = em.mouth_closed_in_silence_rate(
+          sr['area'], audio, closed_threshold=em.STRICT_CLOSED_AREA)
+      out.update(strict)
       measure = em._default_measure_frame()  # pylint: disable=protected-access
       mg, mr = [measure(f) for f in gen], [measure(f) for f in real]     # one pass over the pixels each
       g = np.array([m['mouth_open'] for m in mg])                        # = em.mouth_open_series
@@ -292,11 +312,18 @@ def _latent_error(kind: str, pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def _mean_over_clips(clips: list[dict[str, Any]], group: str) -> dict[str, float]:
-  """Frame-weighted mean of every metric of `group` over clips, skipping NaN (inf propagates)."""
+  """Frame-weighted mean of every metric of `group` over clips, skipping NaN (inf propagates).
+
+  The strict recalls are weighted by the frames they count (`_SUMMARY_WEIGHTS`), frame counts summed.
+  """
   keys = sorted({k for c in clips for k in c[group]})
   out = {}
   for k in keys:
-    vals = [(float(c[group][k]), c['num_frames']) for c in clips if k in c[group]]
+    if k in _SUMMARY_SUMS:
+      out[k] = float(sum(c[group][k] for c in clips if k in c[group]))
+      continue
+    by = _SUMMARY_WEIGHTS.get(k)
+    vals = [(float(c[group][k]), c[group].get(by, 0) if by else c['num_frames']) for c in clips if k in c[group]]
     vals = [(v, w) for v, w in vals if not math.isnan(v)]
     out[k] = float(np.average([v for v, _ in vals], weights=[w for _, w in vals])) if vals else float('nan')
   return out
@@ -448,12 +475,16 @@ def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, 
       with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
         per_clip.setdefault('real', {})['lip_sync_r_truth'] = em.pearson(em.mouth_open_series(real), truth)
+        per_clip['real']['strict_r_truth'] = em.pearson(em.strict_mouth_series(real)['area'], truth)
+    if kind == 'synthface':                                # the picture behind the strict numbers
+      strip = os.path.join(os.path.dirname(os.path.abspath(out)), f"mouths_{clip['clip_id']}.png")
+      em.save_mouth_strip(strip, gens, real, MOUTH_STRIP_FRAMES)
+      per_clip['mouth_strip'] = strip
     per_clip['seconds'] = time.perf_counter() - t0
     clips.append(per_clip)
     if len(sheet_rows) < SHEET_CLIPS:
       sheet_rows.append([real, *gens])
-    say(f"  {clip['clip_id']}: {n} frames, PSNR {per_clip['gt_pose']['psnr']:.2f} / "
-        f"{per_clip['pred_pose']['psnr']:.2f} dB (GT / pred pose), {per_clip['seconds']:.1f} s")
+    say(f"  {clip['clip_id']}: {n} frames, {_clip_line(per_clip)} (GT / pred pose), {per_clip['seconds']:.1f} s")
 
   groups = ('gt_pose', 'pred_pose', 'dae_recon') + (('real',) if any('real' in c for c in clips) else ())
   summary = {g: _mean_over_clips([c for c in clips if g in c], g) for g in groups}
@@ -481,6 +512,15 @@ def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, 
 # Reporting.
 # --------------------------------------------------------------------------------------------------------
 _ROWS = (  # (label, key, format)
+    ('strict r (lag 0)', 'strict_r', '{:.3f}'),
+    ('strict r (best lag, +-2)', 'strict_r_best', '{:.3f}'),
+    ('strict best lag (frames)', 'strict_best_lag', '{:+.1f}'),
+    ('open-mouth recall', 'open_recall', '{:.3f}'),
+    ('amplitude ratio (gen/real)', 'amplitude_ratio', '{:.3f}'),
+    ('teeth recall', 'teeth_recall', '{:.3f}'),
+    ('closed in silence (strict)', 'strict_closed_in_silence', '{:.3f}'),
+    ('  (real video)', 'strict_closed_in_silence_real', '{:.3f}'),
+    ('open frames (real, all clips)', 'num_open_frames', '{:.0f}'),
     ('PSNR (dB)', 'psnr', '{:.2f}'),
     ('SSIM', 'ssim', '{:.3f}'),
     ('lip sync r (mouth)', 'lip_sync_r', '{:.3f}'),
@@ -497,6 +537,21 @@ _ROWS = (  # (label, key, format)
     ('SyncNet LSE-C', 'lse_c', '{:.3f}'),
     ('SyncNet LSE-D', 'lse_d', '{:.3f}'),
 )
+# On synthface the colour-window (soft) lip-sync numbers are secondary to the strict ones (DESIGN.md §7).
+_SOFT_LABELS = {'lip_sync_r': 'soft r (secondary)', 'lip_sync_lag': 'soft r best lag (secondary)',
+                'lip_sync_r_truth': 'soft r vs truth (secondary)',
+                'mouth_closed_in_silence': 'soft closed in silence (sec.)'}
+
+
+def _clip_line(per_clip: dict[str, Any]) -> str:
+  """One clip's headline numbers, 'GT / pred' pairs: strict mouth metrics (synthface), then PSNR."""
+  g, p = per_clip['gt_pose'], per_clip['pred_pose']
+  pair = lambda key, f: f'{_fmt(g.get(key), f)} / {_fmt(p.get(key), f)}'
+  parts = []
+  if 'strict_r' in g:
+    parts += [f"strict r {pair('strict_r', '{:.2f}')}", f"open recall {pair('open_recall', '{:.2f}')} "
+              f"({g['num_open_frames']} open frames)", f"amplitude {pair('amplitude_ratio', '{:.2f}')}"]
+  return ', '.join(parts + [f"PSNR {pair('psnr', '{:.2f}')} dB"])
 
 
 def _fmt(v: Any, f: str) -> str:
@@ -510,10 +565,15 @@ def _fmt(v: Any, f: str) -> str:
 def format_table(results: dict[str, Any]) -> str:
   """A short human-readable table of the summary (GT pose | predicted pose)."""
   s = results['summary']
+  synthface = results['lip_sync_kind'] == 'synthface'
   lines = [f"{results['num_clips']} clip(s), {results['num_frames']} frames, {results['steps']} DDIM steps, "
-           f"lip sync by {results['lip_sync_kind']}",
-           f"{'metric':<30}{'GT pose':>12}{'pred pose':>12}"]
+           f"lip sync by {results['lip_sync_kind']}"]
+  if synthface:
+    lines.append('headline: strict mouth metrics (only pixels within 30 RGB of the mouth colours count); '
+                 'soft colour-window scores are secondary')
+  lines.append(f"{'metric':<30}{'GT pose':>12}{'pred pose':>12}")
   for label, key, f in _ROWS:
+    label = _SOFT_LABELS.get(key, label) if synthface else label
     if key in s['gt_pose'] or key in s['pred_pose']:
       lines.append(f"{label:<30}{_fmt(s['gt_pose'].get(key), f):>12}{_fmt(s['pred_pose'].get(key), f):>12}")
   if results['syncnet'] != 'used':

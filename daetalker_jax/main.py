@@ -20,9 +20,12 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
+from daetalker_jax import console
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+flags.DEFINE_bool('verbose', False, 'Library INFO logs on stderr too (they always go to WORKDIR/log.txt).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Non-training jobs by config.task: 'module:function' called as function(config, workdir).
@@ -58,6 +61,8 @@ def run(config, workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Too many command-line arguments: {argv[1:]}')
+  log = console.setup(FLAGS.workdir, verbose=FLAGS.verbose)
+  console.stage(f'[main] task {FLAGS.config.task} in {FLAGS.workdir} (logs: {log})')
   # TensorFlow only feeds data: keep it off the accelerators so it cannot take their memory.
   tf.config.set_visible_devices([], 'GPU')
   run(FLAGS.config, FLAGS.workdir)

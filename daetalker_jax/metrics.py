@@ -85,6 +85,9 @@ def write_png(path: str, image: np.ndarray) -> None:
   try:
     with os.fdopen(fd, 'wb') as f:
       Image.fromarray(image).save(f, format='PNG')
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; a picture is for everyone who reads the folder
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -16,7 +16,6 @@ from typing import Any
 
 from absl import logging
 from clu import metric_writers
-from clu import periodic_actions
 import flax
 from flax import nnx
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 import optax
 
 from daetalker_jax import checkpoint
+from daetalker_jax import console
 from daetalker_jax import metrics as metrics_lib
 from daetalker_jax import sharding
 from daetalker_jax import tasks
@@ -74,6 +74,8 @@ def create_optimizer(config: ml_collections.ConfigDict, task: types.ModuleType |
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam(W) with linear warmup to a constant learning rate and global-norm clipping (diffae's recipe).
 
+  `config.optim.lr_scale` (optional, {top-level module name: factor}) gives a module its own learning rate,
+  factor x the schedule (e.g. {'encoder': 3.0} for the DAE's semantic encoder); the clip stays global.
   A task may define `frozen(path: tuple[str, ...]) -> bool` (path: the parameter's names from the model
   root): those parameters get no update (not even weight decay) and no optimizer state.
   """
@@ -81,9 +83,15 @@ def create_optimizer(config: ml_collections.ConfigDict, task: types.ModuleType |
   schedule = optax.join_schedules(
       [optax.linear_schedule(0.0, o.learning_rate, max(1, o.warmup_steps)),
        optax.constant_schedule(o.learning_rate)], [max(1, o.warmup_steps)])
-  tx = optax.chain(
-      optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  adam = lambda lr: optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  lr_scale = {str(k): float(v) for k, v in dict(o.get('lr_scale', None) or {}).items() if float(v) != 1.0}
+  update = adam(schedule)
+  if lr_scale:
+    groups = {'default': update, **{f'lr_{k}': adam(lambda n, f=f: f * schedule(n)) for k, f in lr_scale.items()}}
+    group_of = lambda names: f'lr_{names[0]}' if names and names[0] in lr_scale else 'default'
+    update = optax.multi_transform(groups, lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: group_of(_path_names(path)), params))
+  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(), update)
   frozen = getattr(task, 'frozen', None)
   if frozen is not None:
     labels = lambda params: jax.tree_util.tree_map_with_path(
@@ -312,9 +320,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     batches = prefetch_to_mesh(local_iter, mesh)
 
     # ---- Loop.
-    # Progress/ETA in the log; steps/s and images/s are written below from host-synced timings.
-    hooks = [periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
-                                             every_steps=config.log_every_steps)] if is_main else []
+    # A progress bar with ETA on the terminal (training time only); steps/s and images/s are written to
+    # TensorBoard below from host-synced timings.
+    progress = console.Progress(config.num_train_steps, start_step, desc=config.task, enabled=is_main)
     buffer = metrics_lib.MetricsBuffer()
     pending: list[dict[str, float]] = []  # checked, fetched metrics not yet written
     last_time, last_step = time.perf_counter(), start_step
@@ -331,8 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             state, step_metrics = step_fn(state, next(batches))
           buffer.add(step, step_metrics)
           done = step + 1
-          for h in hooks:
-            h(done)
+          progress.update(done)
           log_due = done % config.log_every_steps == 0 or done == total
           stopping = stop.requested(sync_point=log_due)
           ckpt_due = done % config.checkpoint_every_steps == 0 or done == total or stopping
@@ -347,36 +354,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             steps_per_sec = (done - last_step) / max(now - last_time, 1e-9)
             summary.update(steps_per_sec=steps_per_sec, images_per_sec=steps_per_sec * config.batch_size)
             writer.write_scalars(done, summary)
+            progress.update(done, loss=summary.get('loss', float('nan')))
             pending, last_time, last_step = [], now, done
+          progress.pause()                     # eval and checkpoint time stay out of the rate and ETA
           if eval_due:
-            with report_phase(hooks, 'eval'):
-              ema_model = parts.merge(state.ema, state.other)
-              model = parts.merge(state.params, state.other)
-              eval_metrics = task.evaluate(config, model, ema_model, eval_inputs, workdir, done, writer)
+            ema_model = parts.merge(state.ema, state.other)
+            model = parts.merge(state.params, state.other)
+            eval_metrics = task.evaluate(config, model, ema_model, eval_inputs, workdir, done, writer)
             if eval_metrics:
               writer.write_scalars(done, eval_metrics)
           if ckpt_due:
             save(done)
+          progress.resume()
           if stopping:
             logging.warning('Stopped by signal at step %d (checkpoint saved).', done)
             break
     finally:
+      progress.close()
       ckpt.wait_until_finished()
       ckpt.close()
       writer.flush()
   return state
-
-
-class report_phase:  # pylint: disable=invalid-name
-  """`ReportProgress.timed(name)` on the hooks that have it (process 0), else nothing."""
-
-  def __init__(self, hooks, name):
-    self._ctx = [h.timed(name) for h in hooks if isinstance(h, periodic_actions.ReportProgress)]
-
-  def __enter__(self):
-    for c in self._ctx:
-      c.__enter__()
-
-  def __exit__(self, *exc):
-    for c in self._ctx:
-      c.__exit__(*exc)

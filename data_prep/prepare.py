@@ -15,8 +15,11 @@ with silence to frames x 640 samples (a longer one is cut), with a warning on st
 `audio_warning` in the manifest.
 
 Annotators (`--crop`):
-  none            the whole frame (its centred square when not square); pose from the sidecar
-                  `<stem>.json` (synthface format) when present, else zeros; no landmarks.
+  none            the whole frame (its centred square when not square); pose and 68 landmarks from
+                  the sidecar `<stem>.json` (synthface format) when present, else zero pose and no
+                  landmarks.
+  face[:MARGIN]   synthface only: one square box per clip around the sidecar landmarks of all its frames,
+                  grown by MARGIN (default 0.05) of its side on each side; pose and landmarks as `none`.
   box:x0,y0,x1,y1 a fixed box in source pixels (made square around its centre).
   auto            face detection + landmarks + pose, registered by `data_prep.face`.
 Other modules add annotators with `register_annotator(name, factory)`.
@@ -129,7 +132,7 @@ def make_annotator(crop: str, size: int) -> FrameAnnotator:
     if name not in _ANNOTATORS:
       raise PrepareError('crop=auto: data_prep.face did not register an "auto" annotator')
   if name not in _ANNOTATORS:
-    raise PrepareError(f'unknown --crop {crop!r}; choose from none, box:x0,y0,x1,y1, auto')
+    raise PrepareError(f'unknown --crop {crop!r}; choose from none, face[:MARGIN], box:x0,y0,x1,y1, auto')
   return _ANNOTATORS[name](arg, size)
 
 
@@ -139,32 +142,43 @@ def square_box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float
   return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
-def _read_sidecar_pose(path: pathlib.Path) -> np.ndarray:
+def _read_sidecar(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+  """A synthface sidecar's (pose (N, 3), landmarks (N, 68, 2) in its own pixels or None, its frame size)."""
   try:
     side = json.loads(path.read_text())
     frames = side['frames']
     pose = np.stack([np.asarray(frames[k], np.float32) for k in ('yaw', 'pitch', 'roll')], -1)
+    landmarks = np.asarray(frames['landmarks'], np.float32) if 'landmarks' in frames else None
+    size = int(side['size']) if 'size' in side else None
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise video_io.VideoError(f'{path}: bad sidecar ({type(e).__name__}: {e})') from None
   if pose.ndim != 2 or not np.all(np.isfinite(pose)):
     raise video_io.VideoError(f'{path}: bad sidecar (yaw/pitch/roll must be equal-length finite lists)')
-  return pose
+  if landmarks is not None and (landmarks.shape != (len(pose), NUM_LANDMARKS, 2) or size is None or
+                                not np.all(np.isfinite(landmarks))):
+    raise video_io.VideoError(f'{path}: bad sidecar (landmarks must be finite ({len(pose)}, 68, 2) '
+                              f'with the clip size, got {landmarks.shape})')
+  return pose, landmarks, size
 
 
 class WholeFrameAnnotator(FrameAnnotator):
-  """crop=none: whole (square) frame; pose from the synthface sidecar when there is one."""
+  """crop=none: whole (square) frame; pose and landmarks from the synthface sidecar when there is one."""
 
   def __init__(self, arg: str, size: int):
     del size
     if arg:
       raise PrepareError(f'--crop none takes no argument, got {arg!r}')
-    self._pose = None
+    self._pose = self._landmarks = None
     self._box = None
     self._beyond = 0
 
   def begin(self, source: pathlib.Path, info: video_io.VideoInfo) -> None:
     side = source.with_suffix('.json')
-    self._pose = _read_sidecar_pose(side) if side.is_file() else None
+    self._pose, self._landmarks = None, None
+    if side.is_file():
+      self._pose, landmarks, side_size = _read_sidecar(side)
+      if landmarks is not None:  # sidecar pixels → this video's pixels (a re-encode may have resized it)
+        self._landmarks = landmarks * np.array([info.width, info.height], np.float32) / side_size
     self._beyond = 0
     self._expected = info.expected_frames
     w, h = info.width, info.height
@@ -173,15 +187,18 @@ class WholeFrameAnnotator(FrameAnnotator):
     self._box = (x0, y0, x0 + s, y0 + s)
 
   def annotate_frame(self, frame: np.ndarray, index: int) -> Annotation:
-    pose = None
+    pose = landmarks = None
     if self._pose is not None:
       if index >= len(self._pose):
         self._beyond += 1
       pose = self._pose[min(index, len(self._pose) - 1)]
-    return Annotation(box=self._box, pose=pose)
+      if self._landmarks is not None and index < len(self._landmarks):
+        landmarks = self._landmarks[index]
+    return Annotation(box=self._box, pose=pose, landmarks=landmarks)
 
   def end(self) -> dict:
-    notes = {'pose_source': 'sidecar' if self._pose is not None else 'none (zeros)'}
+    notes = {'pose_source': 'sidecar' if self._pose is not None else 'none (zeros)',
+             'landmarks_source': 'sidecar' if self._landmarks is not None else 'none'}
     if self._pose is not None:
       notes['sidecar_frames'] = int(len(self._pose))
       if self._beyond:
@@ -212,8 +229,36 @@ class FixedBoxAnnotator(FrameAnnotator):
     return Annotation(box=self._box)
 
 
+class SidecarFaceAnnotator(WholeFrameAnnotator):
+  """crop=face[:MARGIN]: one square box per clip around every frame's sidecar landmarks, grown by MARGIN
+  (default 0.05) of its side on each side; pose and landmarks from the sidecar. The face fills more of the
+  crop than with `none` (the mouth covers more pixels), and the head still moves inside it."""
+
+  def __init__(self, arg: str, size: int):
+    super().__init__('', size)
+    try:
+      self._margin = float(arg) if arg else 0.05
+    except ValueError:
+      raise PrepareError(f'--crop face:{arg}: expected face or face:MARGIN (a number, e.g. 0.05)') from None
+    if not 0 <= self._margin <= 2:
+      raise PrepareError(f'--crop face:{arg}: the margin must be in [0, 2]')
+
+  def begin(self, source: pathlib.Path, info: video_io.VideoInfo) -> None:
+    super().begin(source, info)
+    if self._landmarks is None:
+      raise video_io.VideoError(f'{source}: --crop face needs a sidecar {source.with_suffix(".json").name} '
+                                'with landmarks (synthface); use --crop auto for other videos')
+    lo, hi = self._landmarks.reshape(-1, 2).min(0), self._landmarks.reshape(-1, 2).max(0)
+    side = min(float((hi - lo).max()) * (1 + 2 * self._margin), float(min(info.width, info.height)))
+    x0, y0 = (lo + hi) / 2 - side / 2
+    x0 = min(max(x0, 0.0), info.width - side)        # slid inside the frame: no black border
+    y0 = min(max(y0, 0.0), info.height - side)
+    self._box = (x0, y0, x0 + side, y0 + side)
+
+
 register_annotator('none', WholeFrameAnnotator)
 register_annotator('box', FixedBoxAnnotator)
+register_annotator('face', SidecarFaceAnnotator)
 
 
 def crop_and_resize(frame: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
@@ -542,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument('--src', required=True, help='folder of videos (searched recursively)')
   p.add_argument('--out', required=True, help='dataset folder to create')
   p.add_argument('--size', type=int, default=128, help='square crop size in pixels')
-  p.add_argument('--crop', default='none', help='none | box:x0,y0,x1,y1 | auto')
+  p.add_argument('--crop', default='none', help='none | face[:MARGIN] (synthface) | box:x0,y0,x1,y1 | auto')
   p.add_argument('--val-fraction', type=float, default=0.1, help='fraction of clips for val')
   p.add_argument('--test-fraction', type=float, default=0.1, help='fraction of clips for test')
   p.add_argument('--seed', type=int, default=0, help='seed of the clip split')

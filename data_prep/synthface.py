@@ -31,7 +31,7 @@ import scipy.ndimage
 import scipy.signal
 
 from data_prep import espeak
-from data_prep.synthface_render import measure_frame, render_frame  # noqa: F401 (public API)
+from data_prep.synthface_render import face_landmarks, measure_frame, render_frame  # noqa: F401 (public API)
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -227,6 +227,9 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
 
 
+_POSE_KEYS = ('mouth_open', 'mouth_width', 'blink', 'yaw', 'pitch', 'roll')  # render_frame's inputs
+
+
 def make_clip(index: int, *, seconds: float, size: int, seed: int) -> dict:
   """Everything about one clip: audio (int16), per-frame tracks and metadata (nothing rendered)."""
   rng = clip_rng(seed, index)
@@ -239,6 +242,9 @@ def make_clip(index: int, *, seconds: float, size: int, seed: int) -> dict:
   tracks['blink'] = blink_track(rng, num_frames)
   frames = {k: (tracks[k] if k == 'phoneme' else [round(float(x), 5) for x in tracks[k]])
             for k in ('mouth_open', 'mouth_width', 'blink', 'yaw', 'pitch', 'roll', 'phoneme')}
+  # The 68 landmarks (iBUG order, output pixels) of the frame as render_clip draws it (rounded values).
+  frames['landmarks'] = [np.round(face_landmarks(size, **{k: frames[k][i] for k in _POSE_KEYS}), 2).tolist()
+                         for i in range(num_frames)]
   # Beyond docs/ARCHITECTURE.md's fields: the clip index and the timed phonemes [name, start_s,
   # end_s] (silences left out), for evaluations that need more than the per-frame label.
   sidecar = {'clip_id': f'synth_{index:04d}', 'fps': FPS, 'sample_rate': SAMPLE_RATE, 'size': size,
@@ -252,9 +258,7 @@ def render_clip(sidecar: dict) -> Iterator[np.ndarray]:
   """Yields the clip's frames (uint8 (S, S, 3) RGB) from the (rounded) sidecar values."""
   f = sidecar['frames']
   for i in range(sidecar['num_frames']):
-    yield render_frame(sidecar['size'], mouth_open=f['mouth_open'][i],
-                       mouth_width=f['mouth_width'][i], blink=f['blink'][i], yaw=f['yaw'][i],
-                       pitch=f['pitch'][i], roll=f['roll'][i])
+    yield render_frame(sidecar['size'], **{k: f[k][i] for k in _POSE_KEYS})
 
 
 def write_wav(path: pathlib.Path, audio: np.ndarray) -> None:

@@ -9,7 +9,9 @@ anti-aliased polygons on a supersampled canvas, downsampled with area averaging.
 Three colours are reserved so that any frame -- generated, re-encoded, or produced by a model --
 can be measured without the generator's metadata (`measure_frame`): the mouth interior, the iris
 and the teeth. Every other colour the renderer uses (`PALETTE`, and the background texture range)
-stays well outside the colour windows `TOLERANCE` that measure_frame uses for them.
+stays well outside the colour windows `TOLERANCE` that measure_frame uses for them. measure_frame
+reads the mouth with soft weights (a smear counts as partly open); `strict_mouth` counts only pixels
+within `STRICT_DISTANCE` of the mouth colours (the headline lip-sync metrics, DESIGN §7).
 
 Pose convention: R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in image axes (x right, y down, z towards the
 camera). Positive yaw moves the nose to the image's right, positive pitch moves it up, positive
@@ -57,6 +59,9 @@ BACKGROUND_RGB = ((150, 162, 120), (112, 128, 98))
 # count; the width absorbs h264/JPEG drift and 4:2:0 chroma smearing. Teeth are only counted next
 # to mouth interior (the eye whites are only ~70 away from the teeth colour).
 TOLERANCE = {'mouth': (30.0, 75.0), 'iris': (40.0, 95.0), 'teeth': (30.0, 58.0)}
+# strict_mouth (DESIGN §7): a pixel is mouth interior / teeth only within this RGB distance of the
+# colour, with no partial weights, so a smeared, half-rendered mouth does not count as open.
+STRICT_DISTANCE = 30.0
 
 _SUPERSAMPLE_TARGET = 256  # draw on a canvas of at least this many pixels, then INTER_AREA down.
 
@@ -126,6 +131,87 @@ def _clip_convex(poly: np.ndarray, clip: np.ndarray) -> np.ndarray:
   return inter.reshape(-1, 2).astype(np.float64)
 
 
+class _Face:
+  """The face's 3D geometry for one frame: head units (the semi-axes) → canvas pixels."""
+
+  def __init__(self, big: int, *, mouth_open: float, yaw: float, pitch: float, roll: float):
+    self.scale = np.array([0.37, 0.45, 0.36]) * big  # semi-axes (a, b, c) of the head in pixels
+    self.centre = np.array([0.5, 0.49]) * big
+    self.rot = _rotation(yaw, pitch, roll)
+    self.jaw = 0.11 * mouth_open  # the chin drops with the mouth (in units of b)
+
+  def jaw_drop(self, p: np.ndarray) -> np.ndarray:
+    p = p.copy()
+    p[..., 1] += self.jaw * np.clip((p[..., 1] - 0.45) / 0.2, 0.0, 1.0)
+    return p
+
+  def project(self, p: np.ndarray) -> np.ndarray:  # (..., 3) head units -> (..., 2) canvas pixels
+    return (p * self.scale) @ self.rot.T[:, :2] + self.centre
+
+  def hull(self, p: np.ndarray) -> np.ndarray:
+    return cv2.convexHull(self.project(p).astype(np.float32)).reshape(-1, 2).astype(np.float64)
+
+  def feature(self, u, v, dz=0.0) -> np.ndarray:
+    return self.project(self.jaw_drop(_surface(u, v, dz)))
+
+
+def _mouth_shape(mouth_open: float, mouth_width: float):
+  """Half-width w, the lip/interior outlines' parameter t and the interior's top/bottom v (head units)."""
+  w = 0.3 * (0.85 + 0.3 * mouth_width)
+  h = 0.28 * mouth_open
+  t = np.linspace(-1.0, 1.0, 25)
+  shape = np.sqrt(1.0 - t * t)
+  return w, h, t, shape, _MOUTH_V - 0.35 * h * shape, _MOUTH_V + 0.65 * h * shape
+
+
+_MOUTH_V = 0.5          # v of the mouth line
+_EYE = dict(u=0.42, v=-0.07, w=0.21, up=0.15, lo=0.1)   # eye centre (u = ±u), half-width, lid heights
+
+
+def face_landmarks(size: int, *, mouth_open: float, mouth_width: float, blink: float, yaw: float,
+                   pitch: float, roll: float) -> np.ndarray:
+  """The frame's 68 facial landmarks (iBUG/dlib order), float32 (68, 2) in output pixels (x, y).
+
+  Taken from the same 3D feature points that `render_frame` draws: jaw line 0-16 (on the head outline
+  below the eyes), brows 17-26, nose 27-35, eyes 36-47 (corners and lids), outer lips 48-59 and the
+  mouth opening 60-67 (its upper and lower edges meet when the mouth is closed). Points 0-35 follow
+  the ellipsoid's surface, so on a turned head they are where the feature is drawn, not a silhouette.
+  """
+  ss = max(1, math.ceil(_SUPERSAMPLE_TARGET / size))
+  face = _Face(size * ss, mouth_open=float(np.clip(mouth_open, 0, 1)), yaw=yaw, pitch=pitch, roll=roll)
+  blink = float(np.clip(blink, 0.0, 1.0))
+  a = np.linspace(np.pi * 0.95, np.pi * 0.05, 17)                    # right ear → chin → left ear
+  jaw = face.feature(0.97 * np.cos(a), -0.02 + 0.97 * np.sin(a))
+  bu = np.linspace(0.2, 0.64, 5)
+  brow = lambda side: face.feature(side * bu, -0.29 - 0.05 * np.sin(np.pi * (bu - 0.2) / 0.44))
+  brows = np.concatenate([brow(-1)[::-1], brow(1)])                  # 17-21 image left, 22-26 right
+  bridge = face.feature(np.zeros(4), np.linspace(-0.07, 0.30, 4), np.linspace(0.0, 0.2, 4))
+  nostrils = face.feature(np.linspace(-0.1, 0.1, 5), np.full(5, 0.27), np.full(5, 0.15))
+  e = _EYE
+  up_h = e['up'] * (1.0 - blink) - e['lo'] * blink
+  eyes = []
+  for side in (-1, 1):                                               # 36-41 image left, 42-47 right
+    u0 = side * e['u']
+    c = np.array([-1, -0.5, 0.5, 1, 0.5, -0.5]) * e['w']    # leftmost corner first, upper lid, lower lid
+    v = np.array([0, -up_h * 0.87, -up_h * 0.87, 0, e['lo'] * 0.87, e['lo'] * 0.87])
+    eyes.append(face.feature(u0 + c, e['v'] + v))
+  w, h, _, _, _, _ = _mouth_shape(mouth_open, mouth_width)
+  ot = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1])
+  oshape = np.sqrt(1 - ot * ot)
+  top_in = _MOUTH_V - 0.35 * h * oshape
+  bot_in = _MOUTH_V + 0.65 * h * oshape
+  cupid = 1.0 - 0.35 * np.exp(-(ot / 0.18) ** 2)
+  outer_top = face.feature(w * ot, top_in - 0.075 * oshape * cupid - 0.005)          # 48-54
+  outer_bot = face.feature(w * ot[5:0:-1], bot_in[5:0:-1] + 0.085 * oshape[5:0:-1] + 0.005)  # 55-59
+  it = np.array([-0.9, -0.45, 0, 0.45, 0.9])
+  ishape = np.sqrt(1 - it * it)
+  inner_top = face.feature(w * it, _MOUTH_V - 0.35 * h * ishape)                     # 60-64
+  inner_bot = face.feature(w * it[3:0:-1], _MOUTH_V + 0.65 * h * ishape[3:0:-1])      # 65-67
+  pts = np.concatenate([jaw, brows, bridge, nostrils, *eyes, outer_top, outer_bot, inner_top, inner_bot])
+  assert pts.shape == (68, 2), pts.shape
+  return ((pts + 0.5) / ss - 0.5).astype(np.float32)   # canvas → output pixel centres (INTER_AREA)
+
+
 def render_frame(size: int, *, mouth_open: float, mouth_width: float, blink: float, yaw: float,
                  pitch: float, roll: float) -> np.ndarray:
   """Draws one face; returns uint8 (size, size, 3) RGB.
@@ -143,27 +229,12 @@ def render_frame(size: int, *, mouth_open: float, mouth_width: float, blink: flo
   big = size * ss
   img = cv2.resize(background(size), (big, big), interpolation=cv2.INTER_NEAREST) if ss > 1 else (
       background(size).copy())
-  scale = np.array([0.37, 0.45, 0.36]) * big  # semi-axes (a, b, c) of the head in pixels
-  centre = np.array([0.5, 0.49]) * big
-  rot = _rotation(yaw, pitch, roll)
   mouth_open = float(np.clip(mouth_open, 0.0, 1.0))
   mouth_width = float(np.clip(mouth_width, 0.0, 1.0))
   blink = float(np.clip(blink, 0.0, 1.0))
-  jaw = 0.11 * mouth_open  # the chin drops with the mouth (in units of b)
-
-  def jaw_drop(p: np.ndarray) -> np.ndarray:
-    p = p.copy()
-    p[..., 1] += jaw * np.clip((p[..., 1] - 0.45) / 0.2, 0.0, 1.0)
-    return p
-
-  def project(p: np.ndarray) -> np.ndarray:  # (..., 3) head units -> (..., 2) canvas pixels
-    return (p * scale) @ rot.T[:, :2] + centre
-
-  def hull(p: np.ndarray) -> np.ndarray:
-    return cv2.convexHull(project(p).astype(np.float32)).reshape(-1, 2).astype(np.float64)
-
-  def feature(u, v, dz=0.0) -> np.ndarray:
-    return project(jaw_drop(_surface(u, v, dz)))
+  face = _Face(big, mouth_open=mouth_open, yaw=yaw, pitch=pitch, roll=roll)
+  scale, centre, rot = face.scale, face.centre, face.rot
+  jaw_drop, hull, feature = face.jaw_drop, face.hull, face.feature
 
   # Neck and shoulders: under the head, following yaw and roll a little.
   neck_x = centre[0] + 0.25 * scale[0] * math.sin(math.radians(yaw))
@@ -197,10 +268,10 @@ def render_frame(size: int, *, mouth_open: float, mouth_width: float, blink: flo
   # Eyes: almond between an upper lid (lowered by the blink) and a lower lid; iris and pupil are
   # clipped to the opening. Both eyes use the same shape so clipping never tilts the iris line.
   th = np.linspace(0.0, np.pi, 17)
-  ew, eh_up, eh_lo = 0.21, 0.15, 0.1
+  ew, eh_up, eh_lo = _EYE['w'], _EYE['up'], _EYE['lo']
   up_h = eh_up * (1.0 - blink) - eh_lo * blink
   for side in (-1, 1):
-    u0, v0 = side * 0.42, -0.07
+    u0, v0 = side * _EYE['u'], _EYE['v']
     upper = feature(u0 + ew * np.cos(th), v0 - up_h * np.sin(th))
     lower = feature(u0 - ew * np.cos(th), v0 + eh_lo * np.sin(th))
     if up_h > 0.01:
@@ -226,14 +297,9 @@ def render_frame(size: int, *, mouth_open: float, mouth_width: float, blink: flo
 
   # Mouth: lips around an interior whose height is mouth_open and whose width is mouth_width.
   # The interior (and teeth) area is what measure_frame reads back.
-  w = 0.3 * (0.85 + 0.3 * mouth_width)
-  h = 0.28 * mouth_open
-  vm = 0.5
-  t = np.linspace(-1.0, 1.0, 25)
-  shape = np.sqrt(1.0 - t * t)
+  w, h, t, shape, top_in, bot_in = _mouth_shape(mouth_open, mouth_width)
+  vm = _MOUTH_V
   cupid = 1.0 - 0.35 * np.exp(-(t / 0.18) ** 2)  # the dip in the middle of the upper lip
-  top_in = vm - 0.35 * h * shape
-  bot_in = vm + 0.65 * h * shape
   lips = np.concatenate([feature(w * t, top_in - 0.075 * shape * cupid - 0.005),
                          feature(w * t[::-1], bot_in[::-1] + 0.085 * shape[::-1] + 0.005)])
   _fill(img, lips, PALETTE['lips'])
@@ -268,6 +334,51 @@ def _centroid(weights: np.ndarray) -> tuple[float, float] | None:
   return float((weights * xs).sum() / total), float((weights * ys).sum() / total)
 
 
+def _check_frame(img: np.ndarray, fn: str) -> np.ndarray:
+  img = np.asarray(img)
+  if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+    raise ValueError(f'{fn}: expected uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}')
+  return img
+
+
+def _teeth_kernel(h: int, w: int) -> np.ndarray:
+  """The neighbourhood in which teeth must touch mouth interior (about 5% of the frame side)."""
+  k = max(3, int(round(0.05 * max(h, w))) | 1)
+  return np.ones((k, k), np.uint8)
+
+
+def strict_mouth(img: np.ndarray) -> dict:
+  """Strict open-mouth area of a frame (DESIGN §7): only pixels that clearly are the mouth colours.
+
+  A pixel is mouth interior when its plain Euclidean RGB distance to `MOUTH_RGB` is at most
+  `STRICT_DISTANCE` (30), and teeth when it is within 30 of `TEETH_RGB` and next to (within the
+  `measure_frame` neighbourhood of, ~5% of the frame side) a strict mouth-interior pixel. Unlike
+  `measure_frame` there are no partial weights: a blurred or half-rendered mouth, whose pixels are
+  blends of the mouth and lip colours, counts as (mostly) closed.
+
+  Args:
+    img: uint8 (H, W, 3) RGB.
+
+  Returns:
+    interior: fraction of the image that is strict mouth interior.
+    teeth: fraction of the image that is strict teeth next to it.
+    area: interior + teeth, the strict open-mouth area (0 when closed).
+  """
+  img = _check_frame(img, 'strict_mouth')
+  h, w = img.shape[:2]
+  f = img.astype(np.float32)
+  dist = lambda rgb: np.sqrt(((f - np.asarray(rgb, np.float32)) ** 2).sum(-1))
+  interior = dist(MOUTH_RGB) <= STRICT_DISTANCE
+  teeth = dist(TEETH_RGB) <= STRICT_DISTANCE
+  if interior.any() and teeth.any():
+    teeth &= cv2.dilate(interior.astype(np.uint8), _teeth_kernel(h, w)) > 0
+  else:
+    teeth[:] = False
+  n_interior, n_teeth = int(interior.sum()), int(teeth.sum())
+  return {'interior': n_interior / (h * w), 'teeth': n_teeth / (h * w),
+          'area': (n_interior + n_teeth) / (h * w)}
+
+
 def measure_frame(img: np.ndarray) -> dict:
   """Reads mouth opening and eye positions from a frame by its reserved colours.
 
@@ -285,15 +396,12 @@ def measure_frame(img: np.ndarray) -> dict:
     yaw_proxy: horizontal offset of the iris midpoint from the image centre in units of the iris
       distance (grows with yaw; nan unless both irises are found).
   """
-  img = np.asarray(img)
-  if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-    raise ValueError(f'measure_frame: expected uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}')
+  img = _check_frame(img, 'measure_frame')
   h, w = img.shape[:2]
   f = img.astype(np.float32)
   mouth = _weights(f, 'mouth')
   # Teeth count only next to mouth interior: elsewhere near-white (eye whites) is not a mouth.
-  k = max(3, int(round(0.05 * max(h, w))) | 1)
-  near_mouth = cv2.dilate((mouth > 0).astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+  near_mouth = cv2.dilate((mouth > 0).astype(np.uint8), _teeth_kernel(h, w)) > 0
   teeth = _weights(f, 'teeth') * near_mouth
   opening = np.maximum(mouth, teeth)
   result = {'mouth_open': float(opening.sum() / (h * w)), 'mouth_centroid': _centroid(opening)}

@@ -1,6 +1,7 @@
 """Evaluation metrics on cases with known answers."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -284,3 +285,133 @@ def test_syncnet_face_crop():
   # Near the border the script pads with the value 110.
   edge = em.syncnet_face_crop(np.zeros((100, 100, 3), np.uint8), (0, 0, 40, 40))
   assert edge[0, 0, 0] == 110 and edge[-1, -1, 0] == 0
+
+
+# ----- strict mouth metrics (DESIGN.md §7) --------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def synth_clip():
+  """A real 6-second synthface clip rendered at 64 px (no video coding): frames and audio."""
+  synthface = pytest.importorskip('data_prep.synthface')
+  clip = synthface.make_clip(0, seconds=6.0, size=64, seed=0)
+  frames = np.stack(list(synthface.render_clip(clip['sidecar'])))
+  return {'frames': frames, 'audio': clip['audio']}
+
+
+def _delayed(frames, k):
+  """The clip k frames late (k > 0: frame t shows real frame t - k) or early (k < 0), edges repeated."""
+  if k >= 0:
+    return np.concatenate([frames[:1].repeat(k, 0), frames[:len(frames) - k]])
+  return np.concatenate([frames[-k:], frames[-1:].repeat(-k, 0)])
+
+
+def test_strict_mouth_counts_only_clear_mouth_colours():
+  from data_prep import synthface_render
+  frame = np.full((40, 40, 3), (180, 140, 120), np.uint8)
+  frame[20:24, 10:20] = MOUTH_RGB                                   # 40 px of interior
+  frame[19, 10:20] = synthface_render.TEETH_RGB                     # 10 px of teeth right above it
+  frame[2:4, 2:6] = synthface_render.TEETH_RGB                      # 8 white px far away: not teeth
+  frame[30:32, 10:20] = (90 + 18, 10 + 18, 20 + 18)                 # 31 units off: not mouth
+  frame[34:36, 10:20] = (90 + 17, 10 + 17, 20 + 17)                 # 29.4 units off: mouth
+  m = synthface_render.strict_mouth(frame)
+  assert m['interior'] == pytest.approx(60 / 1600) and m['teeth'] == pytest.approx(10 / 1600)
+  assert m['area'] == pytest.approx(70 / 1600)
+  # A smear of mouth and lip colours, 47 units from the mouth colour: partly open to the soft reading,
+  # closed to the strict one.
+  smear = np.full((40, 40, 3), (180, 140, 120), np.uint8)
+  smear[20:24, 10:20] = (121, 37, 42)
+  assert synthface_render.strict_mouth(smear)['area'] == 0.0
+  assert synthface_render.measure_frame(smear)['mouth_open'] > 0.0
+  closed = synthface_render.render_frame(64, mouth_open=0.0, mouth_width=0.5, blink=0.0, yaw=0, pitch=0, roll=0)
+  assert synthface_render.strict_mouth(closed)['area'] == 0.0       # eye whites are never teeth
+
+
+def test_strict_metrics_of_an_identical_clip_are_perfect(synth_clip):
+  real, audio = synth_clip['frames'], synth_clip['audio']
+  m = em.strict_mouth_metrics(real, real.copy(), audio)
+  assert m['strict_r'] == pytest.approx(1.0) and m['strict_r_best'] == pytest.approx(1.0)
+  assert m['strict_best_lag'] == 0
+  assert m['open_recall'] == 1.0 and m['amplitude_ratio'] == 1.0
+  assert m['num_open_frames'] >= 8                                  # the clip does open its mouth
+  assert m['teeth_recall'] == 1.0 and m['num_teeth_frames'] >= 1
+  assert m['closed_in_silence'] == 1.0                              # synthface closes the mouth in pauses
+  assert m['soft_r'] == pytest.approx(1.0)
+  # The same frames in the model's [-1, 1] range are read the same way.
+  f = em.strict_mouth_metrics(real / 127.5 - 1.0, real)
+  assert f['open_recall'] == 1.0 and f['strict_r'] == pytest.approx(1.0) and math.isnan(f['closed_in_silence'])
+
+
+def test_smeared_mouth_fails_strict_but_passes_soft(synth_clip):
+  """A blurred copy of the clip: the mouth is a smear that still moves in time. The soft colour windows
+  still call it synced; the strict metrics see that the mouth is never clearly open."""
+  cv2 = pytest.importorskip('cv2')
+  real = synth_clip['frames']
+  smeared = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in real])    # sigma 2 px at 64 px
+  m = em.strict_mouth_metrics(smeared, real, synth_clip['audio'])
+  assert m['soft_r'] > 0.6, m                                       # the lenient score: "in sync"
+  assert m['open_recall'] < 0.2 and m['amplitude_ratio'] < 0.2, m   # the strict score: not open
+  assert m['teeth_recall'] < 0.5, m
+  assert m['soft_r'] - m['open_recall'] > 0.5                       # the two readings disagree
+
+
+def test_strict_best_lag_follows_a_shift(synth_clip):
+  """best_lag's sign: +k = the generated mouth trails the real one by k frames (gen[t + k] ~ real[t])."""
+  real = synth_clip['frames']
+  for k in (1, 2, -1):
+    m = em.strict_mouth_metrics(_delayed(real, k), real)
+    assert m['strict_best_lag'] == k, (k, m)
+    assert m['strict_r_best'] > m['strict_r'] and m['strict_r_best'] > 0.95, (k, m)
+  # Further than the +-2 search: the best lag sits at the edge, short of the true shift.
+  assert em.strict_mouth_metrics(_delayed(real, 4), real)['strict_best_lag'] == 2
+
+
+def test_strict_metrics_degenerate_clips():
+  closed = _draw_mouths(np.zeros(10))
+  moving = _draw_mouths(np.linspace(0, 1, 10))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    m = em.strict_mouth_scores(em.strict_mouth_series(moving), em.strict_mouth_series(closed))
+  assert any('never open' in str(w.message) for w in caught)
+  assert math.isnan(m['open_recall']) and math.isnan(m['amplitude_ratio']) and m['num_open_frames'] == 0
+  assert math.isnan(m['strict_r'])                                  # nothing to follow: r is undefined
+  # A generated mouth that never opens against a real one that does: r 0, recall 0 (not nan).
+  with pytest.warns(RuntimeWarning, match='teeth never show'):      # (no teeth drawn at all)
+    m = em.strict_mouth_scores(em.strict_mouth_series(closed), em.strict_mouth_series(moving))
+  assert m['strict_r'] == 0.0 and m['strict_r_best'] == 0.0 and m['open_recall'] == 0.0
+  assert m['amplitude_ratio'] == 0.0 and m['num_open_frames'] > 0
+
+
+def test_mouth_strip_shows_the_most_open_frames_in_time_order(tmp_path):
+  openings = np.array([0.1, 0.9, 0.0, 0.5, 1.0, 0.2, 0.7, 0.3])
+  real = _draw_mouths(openings)                                      # 64 px
+  gen = real.copy()
+  gen[:, 0, 0] = np.arange(len(gen))[:, None] * 20                 # tag every generated frame
+  strip = em.mouth_strip(gen, real, k=3, pad=2)
+  assert strip.shape == (2 * 66 + 2, 3 * 66 + 2, 3) and strip.dtype == np.uint8
+  idx = [1, 4, 6]                                                   # the 3 widest, in time order
+  np.testing.assert_array_equal(em.most_open_frames(em.strict_mouth_series(real)['area'], 3), idx)
+  for j, t in enumerate(idx):
+    x = 2 + j * 66
+    np.testing.assert_array_equal(strip[2:66, x:x + 64], gen[t])    # generated on top
+    np.testing.assert_array_equal(strip[68:132, x:x + 64], real[t])  # real below
+  three = em.mouth_strip([gen, gen], real, k=20)                    # two generated rows; k > N: all frames
+  assert three.shape == (3 * 66 + 2, 8 * 66 + 2, 3)
+  big = em.mouth_strip(np.repeat(np.repeat(gen, 4, 1), 4, 2), np.repeat(np.repeat(real, 4, 1), 4, 2), k=2)
+  assert big.shape == (2 * 130 + 2, 2 * 130 + 2, 3)                # 256 px frames shrunk to 128
+  with pytest.raises(ValueError, match='shapes differ'):
+    em.mouth_strip(gen[:-1], real)
+
+
+def test_saved_mouth_strip_is_a_small_png(synth_clip, tmp_path):
+  from PIL import Image
+  real = synth_clip['frames']
+  noisy = np.clip(real + np.random.default_rng(0).normal(0, 8, real.shape), 0, 255).astype(np.uint8)
+  strip = em.save_mouth_strip(tmp_path / 'mouths.png', noisy, real)
+  assert strip.shape == (2 * 66 + 2, 8 * 66 + 2, 3)
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'mouths.png')), strip)
+  assert (tmp_path / 'mouths.png').stat().st_size < 200_000
+  # The columns are the 8 frames where the real strict mouth is widest, in time order.
+  area = em.strict_mouth_series(real)['area']
+  idx = em.most_open_frames(area)
+  assert len(idx) == 8 and np.all(np.diff(idx) > 0) and area[idx].min() == np.sort(area)[-8]
+  np.testing.assert_array_equal(strip[68:132, 2:66], real[idx[0]])

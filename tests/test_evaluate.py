@@ -10,6 +10,7 @@ from PIL import Image
 
 from configs import dae as dae_config
 from configs import s2l as s2l_config
+from daetalker_jax import eval_metrics as em
 from daetalker_jax import evaluate
 from daetalker_jax.data import dataset
 from tests import _checkpoints
@@ -46,6 +47,13 @@ def test_identical_videos_are_perfect(test_clip):
   assert m['jitter_ratio'] == pytest.approx(1.0)
   assert not m['roll_measured_mae_deg'] > 0                              # 0, or nan: no irises at 32 px
   assert m['mouth_closed_in_silence'] == m['mouth_closed_in_silence_real']
+  # The strict headline (DESIGN.md §7) on the prepared 32 px JPEG crops.
+  assert m['strict_r'] == pytest.approx(1.0) and m['strict_best_lag'] == 0
+  assert m['num_open_frames'] > 0 and m['open_recall'] == 1.0 and m['amplitude_ratio'] == 1.0
+  assert m['strict_closed_in_silence'] == m['strict_closed_in_silence_real']
+  # Strict reading of the real crops (h264, 32 px JPEG) against the renderer's exact mouth_open.
+  truth = evaluate.synthface_truth(test_clip['source'], test_clip['start_frame'], len(real))
+  assert em.pearson(em.strict_mouth_series(real)['area'], truth) > 0.8
 
 
 def test_video_shifted_against_its_audio_scores_lower(test_clip):
@@ -56,6 +64,7 @@ def test_video_shifted_against_its_audio_scores_lower(test_clip):
   assert late['lip_sync_r'] < aligned['lip_sync_r'] - 0.2, (late['lip_sync_r'], aligned['lip_sync_r'])
   assert late['lip_sync_lag'] == 3                                       # the lag search finds the delay
   assert late['lip_sync_r_best_lag'] > late['lip_sync_r']
+  assert late['strict_r'] < aligned['strict_r'] - 0.2 and late['strict_best_lag'] == 2   # searched in +-2
   assert late['ssim'] < 1.0
 
 
@@ -79,6 +88,8 @@ def test_evaluate_end_to_end(tiny_dataset, models, tmp_path, capsys):
                           max_frames=16, steps=3, batch=8, out=str(out))
   text = capsys.readouterr().out
   assert 'PSNR (dB)' in text and 'unavailable (no weights)' in text and 'DAE reconstruction' in text
+  assert 'strict r (lag 0)' in text and 'open-mouth recall' in text and 'soft r (secondary)' in text
+  assert text.index('strict r (lag 0)') < text.index('PSNR (dB)') < text.index('soft r (secondary)')
 
   saved = json.loads(out.read_text())                                    # strict JSON (no NaN literals)
   assert saved['num_clips'] == 1 and saved['num_frames'] == 16
@@ -99,6 +110,18 @@ def test_evaluate_end_to_end(tiny_dataset, models, tmp_path, capsys):
   sheet = np.asarray(Image.open(saved['contact_sheet']))
   assert sheet.shape[0] == 3 * (32 + 2) + 2                              # real | GT pose | predicted pose
   assert sheet.shape[1] >= 6 * 32
+  # Strict mouth metrics are reported for both tracks, with the picture behind them.
+  for group in ('gt_pose', 'pred_pose'):
+    m = saved['summary'][group]
+    assert 'strict_r' in m and 'teeth_recall' in m and 'strict_closed_in_silence' in m
+    if m['num_open_frames']:
+      assert 0 <= m['open_recall'] <= 1 and m['amplitude_ratio'] >= 0
+    else:                                                                # no real frame open: null, not 0
+      assert m['open_recall'] is None and m['amplitude_ratio'] is None
+  strip = tmp_path / f"mouths_{saved['clips'][0]['clip_id']}.png"
+  assert saved['clips'][0]['mouth_strip'] == str(strip)
+  assert np.asarray(Image.open(strip)).shape == (3 * (32 + 2) + 2, 8 * (32 + 2) + 2, 3)   # GT | pred | real
+  assert saved['summary']['real']['strict_r_truth'] > 0                 # (16 frames: see the next test)
 
 
 def test_bad_inputs_give_one_line_errors(tiny_dataset, models, tmp_path, capsys):

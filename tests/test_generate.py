@@ -295,7 +295,9 @@ def test_demo_generates_side_by_side_and_reports_lip_sync(models, synth_videos, 
   printed = capsys.readouterr().out
   for stage in ('1 synthface', '2 prepare', '3 train DAE', '4 extract latents', '5 train speech2latent'):
     assert f'[demo] {stage}: already done, skipped' in printed
-  assert 'mouth opening r:' in printed and 'mouth closed in silence:' in printed
+  assert 'strict mouth r:' in printed and 'open-mouth recall:' in printed and 'soft r (secondary):' in printed
+  assert printed.index('strict mouth r:') < printed.index('soft r (secondary):')
+  assert (out / 'mouths.png').is_file()
   clip = next(iter(dataset.iterate_clips(tiny_dataset, 'test')))
   n = len(clip['images'])
   generated = np.stack(list(video_io.read_video(out / 'generated.mp4').frames))
@@ -305,3 +307,15 @@ def test_demo_generates_side_by_side_and_reports_lip_sync(models, synth_videos, 
   # A folder whose DAE was trained with other settings is not silently reused.
   assert demo.main(['--out', str(out), '--clips', str(clips), '--dae-variant', 'demo', '--dae-steps', '0']) == 2
   assert 'trained with other model settings' in capsys.readouterr().err
+
+
+def test_demo_inverts_a_closed_mouth_frontal_frame(tiny_dataset):
+  """`demo --noise invert` takes its one shared x_T from a training frame with a closed mouth, near frontal."""
+  from daetalker_jax import demo  # pylint: disable=g-import-not-at-top
+  from data_prep.synthface_render import strict_mouth  # pylint: disable=g-import-not-at-top
+  clip_id, k = demo.neutral_frame(tiny_dataset)
+  clips = {c['clip_id']: c for c in dataset.iterate_clips(tiny_dataset, 'train')}
+  assert strict_mouth(clips[clip_id]['images'][k])['area'] == 0
+  closed = [(np.abs(c['pose'][i]).sum(), cid) for cid, c in clips.items() for i in range(len(c['images']))
+            if strict_mouth(c['images'][i])['area'] == 0]
+  assert np.abs(clips[clip_id]['pose'][k]).sum() == min(closed)[0]

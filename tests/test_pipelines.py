@@ -49,6 +49,29 @@ def test_frames_train(data_dir, clips):
   assert b['image'].shape == (2, 16, 16, 3)
 
 
+def test_frames_mouth_box_from_landmarks(tiny_dataset, data_dir):
+  """synthface's sidecar landmarks reach the batches as the mouth box; sources without landmarks are invalid."""
+  b = next(pipelines.frames_pipeline(tiny_dataset, 'train', image_size=32, batch_size=8, seed=0, with_ids=True))
+  assert b['mouth_valid'].all() and b['mouth_box'].shape == (8, 4)
+  box = b['mouth_box']
+  assert ((box >= 0) & (box <= 1)).all() and (box[:, 2] > box[:, 0]).all() and (box[:, 3] > box[:, 1]).all()
+  centre = (box[:, :2] + box[:, 2:]) / 2
+  assert (np.abs(centre[:, 0] - 0.5) < 0.15).all() and ((centre[:, 1] > 0.6) & (centre[:, 1] < 0.85)).all()
+  clip = next(c for c in dataset.iterate_clips(tiny_dataset, 'train') if c['clip_id'] == b['clip_id'][0].decode())
+  mouth = clip['landmarks'][b['frame'][0], 48:68] / 32
+  np.testing.assert_allclose(box[0], np.concatenate([mouth.min(0), mouth.max(0)]), atol=1e-6)
+  flipped = next(pipelines.frames_pipeline(tiny_dataset, 'train', image_size=32, batch_size=64, seed=0,
+                                           hflip=True, shuffle_buffer=1))
+  plain = next(pipelines.frames_pipeline(tiny_dataset, 'train', image_size=32, batch_size=64, seed=0,
+                                         shuffle_buffer=1))
+  was_flipped = np.abs(flipped['image'] - plain['image'][:, :, ::-1]).max(axis=(1, 2, 3)) < 1e-6
+  assert 0 < was_flipped.sum() < 64
+  np.testing.assert_allclose(flipped['mouth_box'][was_flipped][:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [1, 0, 1, 0],
+                             plain['mouth_box'][was_flipped], atol=1e-6)
+  b = next(pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=4, seed=0))
+  assert not b['mouth_valid'].any()
+
+
 def test_frames_deterministic(data_dir):
   def first(seed):
     it = pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=4, seed=seed,

@@ -282,3 +282,22 @@ def test_dropped_frames_split_clips(tmp_path):
   np.testing.assert_allclose(c['pose'], np.tile([1., 2., 3.], (11, 1)))
   energy = np.square(c['audio'].reshape(11, 640).astype(float)).mean(1)
   assert c['audio'].shape == (11 * 640,) and np.all(energy == 0)
+
+
+def test_face_crop_from_synthface_landmarks(synth_videos, tiny_dataset, tmp_path):
+  """--crop face: one box per clip around the sidecar landmarks, inside the frame; the mouth gets bigger."""
+  out = tmp_path / 'face'
+  prepare.prepare(synth_videos, out, size=32, crop='face', val_fraction=0.17, test_fraction=0.17, seed=0)
+  face = {c['clip_id']: c for s in ('train', 'val', 'test') for c in dataset.iterate_clips(out, s)}
+  whole = {c['clip_id']: c for s in ('train', 'val', 'test') for c in dataset.iterate_clips(tiny_dataset, s)}
+  assert set(face) == set(whole)
+  for cid, c in face.items():
+    box = np.asarray(c['box'])
+    assert (box == box[0]).all() and box[0, 0] >= 0 and box[0, 1] >= 0 and box[0, 2] <= 64 and box[0, 3] <= 64
+    assert c['landmarks_valid'].all()
+    lm = np.asarray(c['landmarks'])
+    assert lm.min() >= 0 and lm.max() <= 32
+    mouth = lambda x: np.ptp(x[:, 48:60, 0], axis=1).mean()      # mouth width in crop pixels
+    assert mouth(lm) > 1.15 * mouth(np.asarray(whole[cid]['landmarks'])), cid
+  with pytest.raises(prepare.PrepareError, match='face:x'):
+    prepare.make_annotator('face:x', 32)

@@ -49,7 +49,7 @@ def test_files_and_lengths(datasets):
     assert (sc['clip_id'], sc['fps'], sc['sample_rate'], sc['size']) == (
         f'synth_{i:04d}', 25, 16000, SIZE)
     assert set(sc['frames']) == {
-        'mouth_open', 'mouth_width', 'blink', 'yaw', 'pitch', 'roll', 'phoneme'}
+        'mouth_open', 'mouth_width', 'blink', 'yaw', 'pitch', 'roll', 'phoneme', 'landmarks'}
     assert all(len(v) == n for v in sc['frames'].values())
     assert sc['text'] and sc['voice']['name']
     wav = synthface.read_wav(stem.with_suffix('.wav'))
@@ -259,3 +259,47 @@ def test_espeak_phoneme_events_and_reproducibility():
   assert times == sorted(times) and times[-1] <= 1000 * len(utt.audio) / utt.sample_rate
   names = [p.name for p in utt.phonemes]
   assert 'b' in names and 'm' in names and 'p' in names
+
+
+def _box(points, pad=0.0):
+  return points.min(0) - pad, points.max(0) + pad
+
+
+@pytest.mark.parametrize('size', [64, 128])
+def test_landmarks_follow_the_drawn_face(size):
+  """The 68 landmarks sit on what render_frame draws: the mouth inside the lip points, irises in the eyes."""
+  rng = np.random.default_rng(size)
+  for k in range(8):
+    kw = dict(mouth_open=[0.0, 0.3, 0.6, 0.9][k % 4], mouth_width=rng.uniform(0, 1), blink=0.0,
+              yaw=rng.uniform(-15, 15), pitch=rng.uniform(-10, 10), roll=rng.uniform(-8, 8))
+    img = synthface_render.render_frame(size, **kw)
+    lm = synthface_render.face_landmarks(size, **kw)
+    assert lm.shape == (68, 2) and lm.dtype == np.float32
+    dist = np.linalg.norm(img.astype(float) - synthface_render.MOUTH_RGB, axis=-1)
+    ys, xs = np.nonzero(dist <= synthface_render.STRICT_DISTANCE)
+    if kw['mouth_open'] > 0:
+      assert len(xs) > 0
+      lo, hi = _box(lm[60:68], pad=1.0)       # the inner lip points enclose the open mouth
+      inside = (xs >= lo[0]) & (xs <= hi[0]) & (ys >= lo[1]) & (ys <= hi[1])
+      assert inside.mean() > 0.97, (kw, inside.mean())
+      lo, hi = _box(lm[48:60])
+      assert hi[1] - lo[1] > (_box(lm[60:68])[1] - _box(lm[60:68])[0])[1]   # outer lips taller than inner
+    else:
+      assert len(xs) == 0 and np.ptp(lm[60:68, 1]) < 0.1 * size       # closed: inner lips meet
+    m = synthface.measure_frame(img)
+    for iris, eye in ((m['iris_left'], lm[36:42]), (m['iris_right'], lm[42:48])):
+      lo, hi = _box(eye, pad=1.0)
+      assert lo[0] <= iris[0] <= hi[0] and lo[1] <= iris[1] <= hi[1], (kw, iris, lo, hi)
+    # Reading order: jaw left → right through the chin, nose tip below the eyes, mouth below the nose.
+    assert lm[0, 0] < lm[8, 0] < lm[16, 0] and lm[8, 1] > lm[57, 1] > lm[33, 1] > lm[27, 1]
+    assert lm[36, 0] < lm[39, 0] < lm[42, 0] < lm[45, 0] and lm[48, 0] < lm[54, 0]
+
+
+def test_sidecar_carries_landmarks(datasets):
+  _, sidecar = _clip(datasets['a'], 0)
+  lm = np.asarray(sidecar['frames']['landmarks'])
+  assert lm.shape == (sidecar['num_frames'], 68, 2)
+  f = sidecar['frames']
+  i = int(np.argmax(f['mouth_open']))
+  want = synthface_render.face_landmarks(SIZE, **{k: f[k][i] for k in synthface._POSE_KEYS})
+  np.testing.assert_allclose(lm[i], want, atol=0.006)

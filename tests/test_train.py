@@ -53,7 +53,7 @@ def _cmd(workdir, data_dir, *flags):
   return [sys.executable, '-m', 'daetalker_jax.main', '--config=configs/dae.py:variant=tiny',
           f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *MICRO_FLAGS,
           f'--config.num_train_steps={STEPS}', '--config.log_every_steps=2',
-          '--config.checkpoint_every_steps=2', f'--config.eval_every_steps={STEPS}', '--logtostderr', *flags]
+          '--config.checkpoint_every_steps=2', f'--config.eval_every_steps={STEPS}', '--verbose', *flags]
 
 
 def _run(cmd, env, timeout=900):
@@ -118,6 +118,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(full_run, tiny_dataset, 
   proc = _run(_cmd(workdir, tiny_dataset), _env(cache_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'Resumed from' in proc.stderr and f'at step {killed_at[-1]}' in proc.stderr
+  assert f'at step {killed_at[-1]}' in (workdir / 'log.txt').read_text()   # the log file has it too
   assert _steps(workdir)[-1] == STEPS
   for which in ('params', 'ema'):
     for a, b in zip(_weights(workdir, which), _weights(full_run, which)):

@@ -61,6 +61,8 @@ def _pad_batch(batch: dict[str, tf.Tensor], batch_size: int) -> dict[str, tf.Ten
 # ---------------------------------------------------------------------------------------------
 # Frames (DAE).
 # ---------------------------------------------------------------------------------------------
+MOUTH_LANDMARKS = slice(48, 68)   # 68-point (iBUG/dlib) outer + inner lip
+
 
 
 def frames_dataset(data_dir: str | pathlib.Path, split: str, *, image_size: int, batch_size: int,
@@ -75,7 +77,8 @@ def frames_dataset(data_dir: str | pathlib.Path, split: str, *, image_size: int,
 
   def to_frames(c):
     n = tf.shape(c['frames']['pose'])[0]
-    d = {'jpeg': c['frames']['image'], 'pose': c['frames']['pose']}
+    d = {'jpeg': c['frames']['image'], 'pose': c['frames']['pose'],
+         'mouth': c['frames']['landmarks'][:, MOUTH_LANDMARKS], 'mouth_valid': c['frames']['landmarks_valid']}
     if with_ids:
       d['clip_id'] = tf.fill([n], c['clip_id'])
       d['frame'] = tf.range(n, dtype=tf.int32)
@@ -97,10 +100,13 @@ def frames_dataset(data_dir: str | pathlib.Path, split: str, *, image_size: int,
     if stored != image_size:
       img = tf.image.resize(img, (image_size, image_size), method='area', antialias=True)
     img = tf.ensure_shape(img, (image_size, image_size, 3))
+    mouth = f['mouth'] / stored                                  # crop pixels → fractions of the side
+    box = tf.concat([tf.reduce_min(mouth, 0), tf.reduce_max(mouth, 0)], 0)   # (x0, y0, x1, y1)
     if train and hflip:
       flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), i])) < 0.5
       img = tf.cond(flip, lambda: img[:, ::-1], lambda: img)
-    out = {'image': img * 2.0 - 1.0, 'pose': f['pose']}
+      box = tf.cond(flip, lambda: tf.stack([1 - box[2], box[1], 1 - box[0], box[3]]), lambda: box)
+    out = {'image': img * 2.0 - 1.0, 'pose': f['pose'], 'mouth_box': box, 'mouth_valid': f['mouth_valid']}
     if with_ids:
       out['clip_id'], out['frame'] = f['clip_id'], f['frame']
     if not train:
@@ -119,7 +125,9 @@ def frames_pipeline(data_dir: str | pathlib.Path, split: str, *, image_size: int
                     seed: int, train: bool = True, process_index: int = 0, process_count: int = 1,
                     shuffle_buffer: int = 10_000, hflip: bool = False,
                     with_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
-  """Batches of single frames: {'image': (B, S, S, 3) float32 in [-1, 1], 'pose': (B, 3)}.
+  """Batches of single frames: {'image': (B, S, S, 3) float32 in [-1, 1], 'pose': (B, 3),
+  'mouth_box': (B, 4) float32 (x0, y0, x1, y1) of landmarks 48-67 as fractions of the image side,
+  'mouth_valid': (B,) bool (False where the frame has no landmarks: its box is meaningless)}.
 
   Eval (`train=False`) adds 'mask': (B,) bool and pads the last batch. `with_ids` adds
   'clip_id' (B,) bytes and 'frame' (B,) int32 (index inside the clip). Stored crops of another

@@ -6,12 +6,14 @@ Evaluation: a fixed set of validation frames is encoded with the EMA model and d
 from its DDIM-inverted x_T (how well the pair (z_sem, x_T) reconstructs the frame) and from one shared
 noise image (what generation does: DAE-Talker decodes every frame from the same x_T) — written as a
 grid (rows: input, inverted-x_T decode, shared-x_T decode) to TensorBoard and to WORKDIR/recon/*.png,
-with the PSNR of both decodes.
+with the PSNR of both decodes, and the strict mouth metrics (DESIGN.md §7) of the shared-x_T decodes
+against their own input frames: does the latent alone carry the open mouth? (nan off synthface.)
 """
 
 import itertools
 import os
 from typing import Any
+import warnings
 
 from absl import logging
 from flax import nnx
@@ -21,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from daetalker_jax import diffusion
+from daetalker_jax import eval_metrics as em
 from daetalker_jax import metrics as metrics_lib
 from daetalker_jax.models import unet
 
@@ -57,7 +60,9 @@ def make_datasets(config: ml_collections.ConfigDict, process_index: int, process
       config.data.data_dir, 'train', image_size=size, batch_size=config.batch_size // process_count,
       seed=config.seed, train=True, process_index=process_index, process_count=process_count,
       shuffle_buffer=config.data.shuffle_buffer, hflip=config.data.hflip)
-  train_iter = ({'image': b['image']} for b in stream)  # (B,H,W,3); the pose is not used by the DAE
+  # (B,H,W,3) images; the pose is not used by the DAE; the mouth box only by a mouth-weighted loss.
+  keys = ('image', 'mouth_box', 'mouth_valid') if _mouth_weight(config) != 1.0 else ('image',)
+  train_iter = ({k: b[k] for k in keys} for b in stream)
   if start_step:
     logging.info('Skipping %d already-trained batches of the input stream.', start_step)
     train_iter = itertools.islice(train_iter, start_step, None)
@@ -81,15 +86,35 @@ def data_stats(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 # Loss.
 # --------------------------------------------------------------------------------------------------------
+def _mouth_weight(config: ml_collections.ConfigDict) -> float:
+  return float((config.get('loss', None) or {}).get('mouth_weight', 1.0))
+
+
 def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder, batch: dict[str, jax.Array],
             rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean L2 loss (diffae): t ~ U{0..T-1}, x_t = q_sample(x0, t, eps), ||eps - eps_θ(x_t, t, z)||²
-  (or the same on v when config.diffusion.prediction = 'v')."""
+  (or the same on v when config.diffusion.prediction = 'v').
+
+  Options of `config.loss` (absent or off: diffae's plain loss): `mouth_weight` > 1 weighs the pixels of the
+  mouth box (landmarks 48-67, grown by `mouth_margin` of its size on each side) that much more, in frames
+  that have landmarks; `snr_gamma` > 0 applies min-SNR-γ timestep weighting.
+  """
   del train  # Dropout mode is set on the model by the caller.
   x0 = batch['image']                                   # (B,H,W,3) in [-1, 1]
   schedule = _schedule(config)
+  opts = config.get('loss', None) or {}
+  pixel_weight = None
+  if _mouth_weight(config) != 1.0:
+    if 'mouth_box' not in batch:
+      raise ValueError('config.loss.mouth_weight needs batches with mouth_box/mouth_valid (make_datasets)')
+    box = batch['mouth_box']
+    grow = float(opts.get('mouth_margin', 0.0)) * (box[:, 2:] - box[:, :2])
+    box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
+    pixel_weight = diffusion.box_weight(box, batch['mouth_valid'], x0.shape[1:3], float(opts['mouth_weight']))
+  gamma = float(opts.get('snr_gamma', 0.0)) or None
   cond = model.encode(x0)                               # (B, D), differentiated: encoder trains end to end
-  loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, cond=c), schedule, x0, rng, cond=cond)
+  loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, cond=c), schedule, x0, rng, cond=cond,
+                                     pixel_weight=pixel_weight, snr_gamma=gamma)
   return loss, {}
 
 
@@ -128,9 +153,21 @@ def _build_reconstruct_fn(graphdef, mesh, steps, schedule):
   return jax.jit(reconstruct, out_shardings=(rep, rep))
 
 
+def strict_mouth_scalars(rec: np.ndarray, real: np.ndarray, name: str) -> dict[str, float]:
+  """eval/{strict_r,open_recall,amplitude_ratio}_<name>: strict mouth metrics of reconstructions vs inputs.
+
+  `rec` and `real` are the same frames (float, [-1, 1]), so the comparison is pairwise; the frames are
+  not a clip, so there is no lag. nan when the real mouths do not open (e.g. not synthface).
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)
+    s = em.strict_mouth_scores(em.strict_mouth_series(np.clip(rec, -1, 1)), em.strict_mouth_series(real))
+  return {f'eval/{k}_{name}': float(s[k]) for k in ('strict_r', 'open_recall', 'amplitude_ratio')}
+
+
 def evaluate(config: ml_collections.ConfigDict, model: nnx.Module, ema_model: nnx.Module,
              eval_inputs: dict[str, np.ndarray], workdir: str, step: int, writer) -> dict[str, float]:
-  """EMA reconstructions of the fixed validation frames: grid image + PNG + PSNR."""
+  """EMA reconstructions of the fixed validation frames: grid image + PNG + PSNR + strict mouth metrics."""
   del model  # Samples come from the EMA weights, as in diffae.
   graphdef, state = nnx.split(ema_model)
   mesh = jax.tree.leaves(state)[0].sharding.mesh
@@ -148,4 +185,5 @@ def evaluate(config: ml_collections.ConfigDict, model: nnx.Module, ema_model: nn
   if jax.process_index() == 0:
     metrics_lib.write_png(os.path.join(workdir, 'recon', f'step_{step:07d}.png'), grid)
   return {'eval/psnr_inverted': float(np.mean(metrics_lib.psnr(rec_inv, x0))),
-          'eval/psnr_shared_noise': float(np.mean(metrics_lib.psnr(rec_shared, x0)))}
+          'eval/psnr_shared_noise': float(np.mean(metrics_lib.psnr(rec_shared, x0))),
+          **strict_mouth_scalars(rec_shared, x0, 'shared_noise')}

@@ -1,0 +1,83 @@
+"""The training recipe's levers: mouth-box pixel weights, min-SNR-γ, per-module learning rates."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from daetalker_jax import diffusion as D
+from daetalker_jax import train
+
+
+def test_box_weight_marks_the_box_only_when_valid():
+  w = D.box_weight(jnp.array([[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 1.0, 1.0]]), jnp.array([True, False]),
+                   (4, 4), 5.0)
+  assert w.shape == (2, 4, 4, 1)
+  np.testing.assert_array_equal(w[0, ..., 0], [[1, 1, 1, 1], [1, 1, 1, 1], [1, 5, 5, 1], [1, 5, 5, 1]])
+  np.testing.assert_array_equal(w[1], 1.0)
+
+
+def test_pixel_weight_moves_the_loss_towards_the_box():
+  sch = D.linear_schedule()
+  x0 = jnp.zeros((4, 8, 8, 3))
+  err = jnp.zeros((8, 8, 3)).at[6:, 2:6].set(1.0)          # the model is wrong only in the "mouth"
+  fn = lambda x, t, c: c + err          # the eps target plus the error (cond carries the loss's own noise)
+  rng = jax.random.key(0)
+  noise = jax.random.normal(jax.random.split(rng)[1], x0.shape)
+  plain, _ = D.diffusion_loss(fn, sch, x0, rng, cond=noise)
+  box = D.box_weight(jnp.tile(jnp.array([[0.25, 0.75, 0.75, 1.0]]), (4, 1)), jnp.ones(4, bool), (8, 8), 10.0)
+  weighted, aux = D.diffusion_loss(fn, sch, x0, rng, cond=noise, pixel_weight=box)
+  np.testing.assert_allclose(plain, 8 / 64, rtol=1e-6)      # 8 wrong pixels of 64
+  np.testing.assert_allclose(weighted, 80 / (56 + 80), rtol=1e-6)   # weighted mean: box pixels count 10x
+  assert aux['loss_per_example'].shape == (4,)
+
+
+def test_min_snr_weight_clamps_the_x0_loss():
+  for prediction in ('eps', 'v'):
+    sch = D.linear_schedule(prediction=prediction)
+    t = jnp.array([0, 100, 300, 999])
+    snr = np.asarray(D.snr(sch, t))
+    w = np.asarray(D.min_snr_weight(sch, t, 5.0))
+    expect = np.minimum(snr, 5.0) / (snr if prediction == 'eps' else snr + 1)
+    np.testing.assert_allclose(w, expect, rtol=1e-6)
+    assert w[0] < 0.01 and (prediction == 'v' or w[-1] == 1.0)  # low noise is clamped, eps keeps high noise
+
+
+def test_lr_scale_gives_a_module_its_own_learning_rate():
+  config = ml_collections.ConfigDict(dict(optim=dict(learning_rate=1e-2, warmup_steps=1, b1=0.9, b2=0.999,
+                                                     weight_decay=0.0, grad_clip=1.0, lr_scale={'encoder': 3.0})))
+  tx, _ = train.create_optimizer(config)
+  params = {'encoder': {'w': jnp.ones(3)}, 'unet': {'w': jnp.ones(3)}}
+  grads = {'encoder': {'w': jnp.full(3, 0.1)}, 'unet': {'w': jnp.full(3, 0.1)}}
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update(grads, state, params)
+  np.testing.assert_allclose(updates['encoder']['w'], 3.0 * updates['unet']['w'], rtol=1e-6)
+  assert float(jnp.abs(updates['unet']['w']).max()) > 0
+  config.optim.lr_scale = {}
+  tx, _ = train.create_optimizer(config)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates['encoder']['w'], updates['unet']['w'])
+
+
+def test_dae_task_feeds_the_mouth_box_to_its_loss(tiny_dataset):
+  """The DAE task's own input stream carries the mouth box when the loss weighs it, and the loss uses it."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.tasks import dae  # pylint: disable=g-import-not-at-top
+  config = dae_config.get_config('variant=tiny')
+  config.data.data_dir = str(tiny_dataset)
+  plain = next(dae.make_datasets(config, 0, 1)[0])
+  assert set(plain) == {'image'}
+  config.loss.mouth_weight = 10.0
+  batch = next(dae.make_datasets(config, 0, 1)[0])
+  assert set(batch) == {'image', 'mouth_box', 'mouth_valid'} and batch['mouth_valid'].all()
+  model = dae.create_model(config, nnx.Rngs(0))   # fresh: zero output, so the loss is the target's energy
+  rng = jax.random.key(0)
+  weighted, _ = dae.loss_fn(config, model, batch, rng, train=False)
+  config.loss.mouth_weight = 1.0
+  unweighted, _ = dae.loss_fn(config, model, batch, rng, train=False)
+  assert abs(float(weighted) - float(unweighted)) > 1e-4 * float(unweighted)
+  config.loss.mouth_weight = 10.0
+  with np.testing.assert_raises(ValueError):
+    dae.loss_fn(config, model, {'image': batch['image']}, rng, train=False)
