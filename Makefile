@@ -14,12 +14,20 @@ S2L_CONFIG ?= configs/s2l.py:variant=demo
 AUDIO ?=
 OUT ?= runs/generated.mp4
 EVAL_FLAGS ?= --steps 10 --max-clips 2 --max-frames 100
+# Accelerator runtime: empty = the CPU jaxlib only (requirements.txt); `make install ACCEL=tpu` (Cloud TPU VM,
+# libtpu) or `ACCEL=cuda12` (NVIDIA GPUs) installs requirements-$(ACCEL).txt, the same pins plus jax[$(ACCEL)].
+ACCEL ?=
+ifneq ($(filter-out tpu cuda12,$(ACCEL)),)
+$(error ACCEL=$(ACCEL): choose tpu or cuda12, or leave ACCEL empty for the CPU)
+endif
+REQUIREMENTS := requirements$(if $(ACCEL),-$(ACCEL)).txt
+INSTALLED := $(VENV)/.installed$(if $(ACCEL),-$(ACCEL))
 
 .PHONY: install test demo train_dae extract train_s2l generate eval bench synth prepare clean
 
-install: $(VENV)/.installed
+install: $(INSTALLED)
 
-$(VENV)/.installed: requirements.txt
+$(INSTALLED): $(REQUIREMENTS) requirements.txt
 	@command -v espeak-ng >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing espeak-ng (Debian package)"; \
@@ -28,7 +36,7 @@ $(VENV)/.installed: requirements.txt
 	    echo "espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng"; exit 1; \
 	  fi; }
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -r requirements.txt
+	$(PIP) install -q --disable-pip-version-check -r $(REQUIREMENTS)
 	touch $@
 
 test: install

@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from typing import Any
 
 import matplotlib
@@ -16,6 +14,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from daetalker_jax import atomic  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _fit_line(ax, x, fit, label_unit):
@@ -87,17 +87,10 @@ def plot(r: dict[str, Any], path: str) -> None:
   ax.set(title='train-step throughput', ylabel='items / s (log)')
 
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix='.png', dir=directory)
-  os.close(fd)
   try:
-    fig.savefig(tmp, dpi=90, format='png')
-    os.replace(tmp, path)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=90, format='png'), suffix='.png')
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 if __name__ == '__main__':

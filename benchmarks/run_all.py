@@ -5,23 +5,28 @@
 
 Weights are random (timing does not depend on them). Writes OUT/bench.json and OUT/bench.png and prints a
 summary. Sections:
-  sampler       frames/s of the jitted DDIM scan sampler vs batch, steps and resolution (compile time
+  sampler       frames/s of the DAE codec's jitted DDIM decode (inference/dae_codec.py, what generation runs)
+                vs batch, steps and resolution (compile time
                 reported separately; `benchmarks.bench_sampler` for FLOPs per UNet forward, achieved FLOP/s
                 and memory_analysis at each resolution).
   train         train-step throughput of both tasks through the real sharded step (`train.make_train_step`):
                 dae via `benchmarks.bench_train.benchmark`, speech2latent the same way on random windows.
-  scaling       wall time vs number of frames (generate's FrameDecoder: fixed batches, one compiled program)
+  scaling       wall time vs number of frames (the DAE codec's decode: fixed batches, one compiled program)
                 and vs DDIM steps, each with a least-squares line (slope, intercept, R^2).
   memory        compiled memory (memory_analysis) of the sampler at 10 and 100 steps: equal, because the
                 steps are a `lax.scan` (memory independent of the number of steps).
   recompiles    compilations across repeated calls and clips of different lengths (must stay 1).
+  pipeline      the user's path: `generate` end to end, the warm pipeline with its mp4 writer, and the bare
+                decode of as many frames, side by side (each labelled in the JSON).
+  torch_unet    the JAX sampler against diffusers' UNet2DModel of the same shape, same threads
+                (`benchmarks.bench_torch_unet`; its default is the 128 px, 10 steps, batch 4 comparison).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import pathlib
 import sys
 import time
 from typing import Any
@@ -29,28 +34,29 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
-from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from benchmarks import bench_sampler  # pylint: disable=g-import-not-at-top
 from benchmarks import bench_train  # pylint: disable=g-import-not-at-top
 from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
 from configs import s2l as s2l_config  # pylint: disable=g-import-not-at-top
-from daetalker_jax import diffusion  # pylint: disable=g-import-not-at-top
-from daetalker_jax import generate  # pylint: disable=g-import-not-at-top
+from daetalker_jax import atomic  # pylint: disable=g-import-not-at-top
+from daetalker_jax.inference import dae_codec  # pylint: disable=g-import-not-at-top
 from daetalker_jax import sharding  # pylint: disable=g-import-not-at-top
+from daetalker_jax.data import contract  # pylint: disable=g-import-not-at-top
 from daetalker_jax.models import unet  # pylint: disable=g-import-not-at-top
 
 # Sweep sizes per preset. cpu: finishes in a few minutes on 2 cores; accelerator: the real model sizes.
 PRESETS = {
     'cpu': dict(variant='tiny', resolutions=('tiny', 'demo'), batches=(1, 2, 4, 8), steps=(5, 10, 20, 40),
                 base_steps=10, base_batch=4, frames=(8, 16, 24, 32), decoder_batch=8, memory_steps=(10, 100),
+                pipeline_seconds=4.0,
                 train_variants=dict(dae='tiny', s2l='tiny'), train_batch=8, train_steps=3, repeats=2,
                 frame_repeats=1),
     'accelerator': dict(variant='128', resolutions=('64', '128', '256'), batches=(1, 4, 16, 32, 64),
                         steps=(10, 20, 50, 100), base_steps=20, base_batch=16, frames=(64, 128, 256, 512),
                         decoder_batch=32, memory_steps=(10, 100), train_variants=dict(dae='128', s2l='base'),
+                        pipeline_seconds=20.0,
                         train_batch=32, train_steps=10, repeats=3, frame_repeats=2),
 }
 
@@ -84,35 +90,34 @@ def timed(fn, *args, repeats: int) -> float:
 
 
 class SamplerBench:
-  """One random DAE of a variant and its DDIM samplers, compiled per (batch, steps)."""
+  """One random DAE of a variant, decoded by the DAE codec (the path generation runs), per (batch, steps)."""
 
   def __init__(self, variant: str, bf16: bool = False):
     self.config = dae_config.get_config(f'variant={variant}')
-    self.cfg = unet.config_from_dict(self.config.model, dtype='bfloat16' if bf16 else 'float32', dropout=0.0)
-    self.model = bench_sampler.random_model(self.cfg)
-    self.state = nnx.state(self.model)
-    d = self.config.diffusion
-    self.schedule = diffusion.schedule_from_config(d)
-    self.size = self.cfg.image_size
+    self.model = bench_sampler.random_model(unet.config_from_dict(self.config.model, dtype='float32', dropout=0.0))
+    self.bf16 = bf16
+    self.size = int(self.config.model.image_size)
+    self.dim = int(self.config.model.enc_out_channels)
 
-  def inputs(self, batch: int):
-    x = jax.random.normal(jax.random.key(1), (batch, self.size, self.size, 3), jnp.float32)
-    c = jax.random.normal(jax.random.key(2), (batch, self.cfg.enc_out_channels), jnp.float32)
-    return x, c
+  def codec(self, batch: int, steps: int) -> dae_codec.DAECodec:
+    return dae_codec.DAECodec(self.model, self.config, steps=steps, batch=batch, bf16=self.bf16)
 
   def compile(self, batch: int, steps: int):
-    sampler = diffusion.make_sampler(self.model, self.schedule, steps=steps)
-    x, c = self.inputs(batch)
+    codec = self.codec(batch, steps)
     t0 = time.perf_counter()
-    compiled = sampler.lower(self.state, x, c).compile()
+    compiled = codec.lower_decode().compile()
     return compiled, time.perf_counter() - t0
 
   def run(self, batch: int, steps: int, repeats: int) -> dict[str, Any]:
-    compiled, compile_s = self.compile(batch, steps)
-    x, c = self.inputs(batch)
-    sec = timed(compiled, self.state, x, c, repeats=repeats)
-    return dict(batch=batch, steps=steps, image_size=self.size, compile_s=compile_s, sample_s=sec,
-                frames_per_s=batch / sec, memory=bench_train.memory_dict(compiled.memory_analysis()))
+    codec = self.codec(batch, steps)
+    latents = np.random.default_rng(2).standard_normal((codec.batch, self.dim)).astype(np.float32)
+    x_T = codec.seed_noise(1)
+    t0 = time.perf_counter()
+    compiled = codec.lower_decode().compile()
+    compile_s = time.perf_counter() - t0
+    sec = timed(codec.decode, latents, x_T, repeats=repeats)           # frames back on the host, as uint8
+    return dict(batch=codec.batch, steps=steps, image_size=self.size, compile_s=compile_s, sample_s=sec,
+                frames_per_s=codec.batch / sec, memory=bench_train.memory_dict(compiled.memory_analysis()))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -159,15 +164,15 @@ def bench_sampler_section(p: dict[str, Any], bf16: bool) -> dict[str, Any]:
 
 
 def bench_frames_section(p: dict[str, Any], bf16: bool) -> dict[str, Any]:
-  """Time vs number of frames through generate.FrameDecoder (fixed batch, padded last batch)."""
+  """Time vs number of frames through the DAE codec's decode (fixed batch, padded last batch)."""
   config = dae_config.get_config(f'variant={p["variant"]}')
   model = bench_sampler.random_model(unet.config_from_dict(config.model, dtype='float32', dropout=0.0))
-  decoder = generate.FrameDecoder(model, config, steps=p['base_steps'], batch=p['decoder_batch'], bf16=bf16)
+  decoder = dae_codec.DAECodec(model, config, steps=p['base_steps'], batch=p['decoder_batch'], bf16=bf16)
   x_T = decoder.seed_noise(0)
   d = int(config.model.enc_out_channels)
   rng = np.random.default_rng(0)
   t0 = time.perf_counter()
-  first = sum(len(f) for f in decoder.iter_frames(rng.standard_normal((decoder.batch, d), np.float32), x_T))
+  first = sum(len(f) for f in decoder.iter_decode(rng.standard_normal((decoder.batch, d), np.float32), x_T))
   compile_and_first_s = time.perf_counter() - t0
   rows = []
   for n in p['frames']:
@@ -175,7 +180,7 @@ def bench_frames_section(p: dict[str, Any], bf16: bool) -> dict[str, Any]:
     times = []
     for _ in range(p['frame_repeats']):
       t0 = time.perf_counter()
-      got = sum(len(f) for f in decoder.iter_frames(latents, x_T))
+      got = sum(len(f) for f in decoder.iter_decode(latents, x_T))
       times.append(time.perf_counter() - t0)
     assert got == n, (got, n)
     rows.append(dict(frames=n, seconds=float(np.median(times)), frames_per_s=n / float(np.median(times))))
@@ -187,14 +192,86 @@ def bench_frames_section(p: dict[str, Any], bf16: bool) -> dict[str, Any]:
 
 
 def bench_recompiles(p: dict[str, Any]) -> dict[str, Any]:
-  """Compiles of one jitted sampler over repeated calls with new values of the same shapes."""
+  """Compiles of the codec's decode over repeated calls with new values of the same shapes."""
   bench = SamplerBench(p['variant'])
-  sampler = diffusion.make_sampler(bench.model, bench.schedule, steps=p['base_steps'])
+  codec = bench.codec(p['base_batch'], p['base_steps'])
   for seed in range(3):
-    x = jax.random.normal(jax.random.key(seed), (p['base_batch'], bench.size, bench.size, 3), jnp.float32)
-    c = jax.random.normal(jax.random.key(seed + 10), (p['base_batch'], bench.cfg.enc_out_channels))
-    jax.block_until_ready(sampler(bench.state, x, c))
-  return dict(calls=3, compiles=int(sampler._cache_size()))  # pylint: disable=protected-access
+    latents = np.random.default_rng(seed).standard_normal((codec.batch, bench.dim)).astype(np.float32)
+    codec.decode(latents, codec.seed_noise(seed))
+  return dict(calls=3, compiles=codec.num_compiles())
+
+
+def bench_pipeline_section(p: dict[str, Any], bf16: bool) -> dict[str, Any]:
+  """The user's path: `generate` (speech2latent + codec decode + mp4 writer) vs the bare decode, same frames.
+
+  Random DAE / speech2latent checkpoints saved as real ones, `pipeline_seconds` of audio. Reports frames/s of
+  (a) `generate.generate` end to end (checkpoint loading and compilation included), (b) the same pipeline
+  warm, frames written to the mp4 (what a user waits for on a long input), (c) the codec's bare decode of as
+  many frames, no speech2latent or writer.
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import generate  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import inference  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.inference import loading  # pylint: disable=g-import-not-at-top
+  from tests import _checkpoints  # pylint: disable=g-import-not-at-top
+  root = tempfile.mkdtemp(prefix='bench_pipeline_')
+  dc = dae_config.get_config(f'variant={p["variant"]}')
+  sc = s2l_config.get_config(f'variant={p["train_variants"]["s2l"]}')
+  sc.model.latent_dim = int(dc.model.enc_out_channels)
+  dim = sc.model.latent_dim
+  stats = {'latent_mean': [0.0] * dim, 'latent_std': [1.0] * dim, 'normalize_latents': True, 'pose_scale': 1.0}
+  dae = str(_checkpoints.save_random_checkpoint(dc, pathlib.Path(root) / 'dae', {}, seed=0))
+  s2l = str(_checkpoints.save_random_checkpoint(sc, pathlib.Path(root) / 's2l', stats, seed=1))
+  wav = os.path.join(root, 'speech.wav')
+  n_samples = int(p['pipeline_seconds'] * contract.SAMPLE_RATE)
+  sf.write(wav, 0.1 * np.random.default_rng(0).standard_normal(n_samples), contract.SAMPLE_RATE, subtype='PCM_16')
+  opts = inference.Options(steps=p['base_steps'], batch=p['decoder_batch'], bf16=bf16)
+  log(f'pipeline: generate {p["pipeline_seconds"]} s of audio end to end ({p["variant"]}, {p["base_steps"]} steps)')
+  end_to_end = generate.generate(wav, dae, s2l, os.path.join(root, 'cold.mp4'), opts, progress=False)
+  pipeline = inference.load_pipeline('dae_talker', dae=dae, s2l=s2l, options=opts)
+  speech = loading.load_speech(wav)
+  generate.write_video(pipeline(speech), os.path.join(root, 'warmup.mp4'), progress=False)   # compiles
+  t0 = time.perf_counter()
+  frames = generate.write_video(pipeline(speech), os.path.join(root, 'warm.mp4'), progress=False)
+  warm_s = time.perf_counter() - t0
+  latents = np.random.default_rng(1).standard_normal((frames, dim)).astype(np.float32)
+  t0 = time.perf_counter()
+  pipeline.codec.decode(latents, pipeline.x_T)
+  bare_s = time.perf_counter() - t0
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(root, ignore_errors=True)
+  return {
+      'frames': frames, 'image_size': pipeline.codec.image_size, 'steps': p['base_steps'],
+      'batch': pipeline.codec.batch,
+      'generate_end_to_end': {'what': 'generate.generate: load checkpoints, compile, speech2latent, decode, '
+                                      'write mp4', 'seconds': end_to_end['wall_s'], 'frames_per_s': end_to_end['fps']},
+      'pipeline_warm_with_writer': {'what': 'the pipeline, compiled: speech2latent + decode + mp4 writer',
+                                    'seconds': warm_s, 'frames_per_s': frames / warm_s},
+      'bare_decode': {'what': 'DAECodec.decode only (no speech2latent, no writer)', 'seconds': bare_s,
+                      'frames_per_s': frames / bare_s},
+      'compiles': pipeline.num_compiles(),
+  }
+
+
+def bench_torch_section(p: dict[str, Any]) -> dict[str, Any]:
+  """JAX's sampler (the DAE codec) against diffusers' UNet2DModel of the same shape on the same CPU threads.
+
+  A subprocess: `benchmarks.bench_torch_unet` pins its threads before JAX starts. The issue's configuration
+  (128 px) takes minutes on 2 cores: `python -m benchmarks.bench_torch_unet` runs it on its own.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  log(f'JAX codec vs PyTorch UNet2DModel, variant {p["variant"]} (benchmarks.bench_torch_unet)')
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, 'torch.json')
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+    subprocess.run([sys.executable, '-m', 'benchmarks.bench_torch_unet', '--variant', p['variant'],
+                    '--steps', str(p['base_steps']), '--batch', str(p['base_batch']), '--sections', 'sampler,forward',
+                    '--out', out], cwd=root, check=True)
+    with open(out) as f:
+      return json.load(f)
 
 
 def bench_s2l_train(variant: str, batch: int, steps: int) -> dict[str, Any]:
@@ -208,7 +285,7 @@ def bench_s2l_train(variant: str, batch: int, steps: int) -> dict[str, Any]:
 
   def make_batch(mesh):
     return sharding.make_global_batch(mesh, {
-        'audio': (0.1 * rng.standard_normal((local, w * 640))).astype(np.float32),
+        'audio': (0.1 * rng.standard_normal((local, w * contract.SAMPLES_PER_FRAME))).astype(np.float32),
         'pose': rng.uniform(-10, 10, (local, w, 3)).astype(np.float32),
         'latent': rng.standard_normal((local, w, d)).astype(np.float32),
         'mask': np.ones((local, w), bool)})
@@ -251,6 +328,17 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
   lines.append(f"compiled temp memory by steps {temps}: {'EQUAL' if mem['temp_equal'] else 'DIFFERENT'}")
   lines.append(f"recompiles: sampler {r['recompiles']['compiles']} compile(s) / {r['recompiles']['calls']} calls; "
                f"decoder {f['compiles']} / {f['calls']} calls of {len(f['rows'])} lengths")
+  if r.get('pipeline'):
+    pl = r['pipeline']
+    lines.append(f"user path ({pl['frames']} frames, {pl['image_size']} px, {pl['steps']} steps): generate end to end "
+                 f"{pl['generate_end_to_end']['frames_per_s']:.2f} frames/s, warm pipeline + writer "
+                 f"{pl['pipeline_warm_with_writer']['frames_per_s']:.2f} frames/s, bare decode "
+                 f"{pl['bare_decode']['frames_per_s']:.2f} frames/s")
+  if r.get('torch_unet'):
+    tu = r['torch_unet']['sampler']
+    lines.append(f"JAX codec vs PyTorch UNet2DModel ({r['torch_unet'].get('variant', '')}): "
+                 f"{tu['speed_ratio_jax_codec_over_torch']:.2f}x its speed (XLA default options: "
+                 f"{tu['speed_ratio_jax_xla_default_over_torch']:.2f}x)")
   lines.append(f"train dae: {t['dae']['images_per_s']} images/s, step {t['dae']['step_s']} s, "
                f"{t['dae']['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s")
   lines.append(f"train speech2latent: {t['speech2latent']['windows_per_s']:.2f} windows/s "
@@ -265,14 +353,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   ap.add_argument('--preset', default='cpu', choices=sorted(PRESETS), help='sweep sizes (default cpu)')
   ap.add_argument('--variant', default='', help='DAE variant of the batch/steps/frames sweeps (preset default)')
   ap.add_argument('--bf16', action='store_true', help='bfloat16 compute in the sampler benchmarks')
-  ap.add_argument('--skip', default='', help='comma-separated sections to skip: sampler,frames,train')
+  ap.add_argument('--skip', default='', help='comma-separated sections to skip: sampler,frames,pipeline,torch,train')
   args = ap.parse_args(argv)
   p = dict(PRESETS[args.preset])
   if args.variant:
     p['variant'] = args.variant
   skip = set(filter(None, args.skip.split(',')))
-  if skip - {'sampler', 'frames', 'train'}:
-    ap.error(f'--skip: unknown sections {sorted(skip - {"sampler", "frames", "train"})}')
+  sections = {'sampler', 'frames', 'pipeline', 'torch', 'train'}
+  if skip - sections:
+    ap.error(f'--skip: unknown sections {sorted(skip - sections)}')
   os.makedirs(args.out, exist_ok=True)
   t0 = time.perf_counter()
   r: dict[str, Any] = dict(preset=args.preset, params=p, bf16=args.bf16, device=jax.devices()[0].device_kind,
@@ -281,13 +370,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   r['sampler'] = bench_sampler_section(p, args.bf16) if 'sampler' not in skip else None
   r['frames'] = bench_frames_section(p, args.bf16) if 'frames' not in skip else None
   r['recompiles'] = bench_recompiles(p) if 'sampler' not in skip else None
+  r['pipeline'] = bench_pipeline_section(p, args.bf16) if 'pipeline' not in skip else None
+  r['torch_unet'] = bench_torch_section(p) if 'torch' not in skip else None
   r['train'] = bench_train_section(p) if 'train' not in skip else None
   r['total_s'] = time.perf_counter() - t0
   path = os.path.join(args.out, 'bench.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(r, f, indent=1, default=float)
-  os.replace(tmp, path)
+  atomic.write_json(path, r, default=float)
   if not skip:
     from benchmarks import plot  # pylint: disable=g-import-not-at-top
     plot.plot(r, os.path.join(args.out, 'bench.png'))

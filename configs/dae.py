@@ -9,6 +9,8 @@ Variants: `tiny` (CPU tests, = the reference tiny diffae model), `demo` (CPU dem
 
 import ml_collections
 
+from configs import common
+
 # Model shapes per variant, named as diffae's BeatGANsAutoencConfig.
 _MODELS = {
     'tiny': dict(image_size=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
@@ -30,11 +32,9 @@ _MODELS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = dict(a.split('=', 1) for a in arg.split(',')) if arg else {}
-  variant = args.get('variant', '128')
-  if variant not in _MODELS:
-    raise ValueError(f'configs/dae.py: unknown variant {variant!r}; choose from {sorted(_MODELS)}')
-  small = variant in ('tiny', 'demo')
+  args = common.parse_arg(arg)
+  variant = common.choose(args.get('variant', '128'), _MODELS, what='variant', where='configs/dae.py')
+  small = variant in common.SMALL_VARIANTS
 
   config = ml_collections.ConfigDict()
   config.task = 'dae'                       # train DAE (see daetalker_jax/tasks/)
@@ -43,10 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = ''                 # prepared TFDS dataset folder (data_prep.prepare --out)
-  config.data.shuffle_buffer = 2_000 if small else 50_000  # frames in the shuffle buffer
   config.data.hflip = False                 # random horizontal flips (off: lips are asymmetric in speech)
 
-  # UNet + semantic encoder (daetalker_jax.models.unet.UNetConfig; names as diffae's BeatGANsAutoencConfig).
+  # UNet + semantic encoder (daetalker_jax.models.unet_config.UNetConfig; names as diffae's BeatGANsAutoencConfig).
   # Build with `unet.config_from_dict(config.model, dtype=config.dtype, remat=config.remat)`.
   config.model = ml_collections.ConfigDict(dict(
       in_channels=3,                        # RGB
@@ -84,26 +83,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dtype = 'float32'                  # compute dtype: float32 | bfloat16 (params stay float32)
   config.remat = False                      # rematerialise each res block (saves memory)
 
-  config.optim = ml_collections.ConfigDict()
-  # Adam peak learning rate (diffae: 1e-4); the demo's few hundred CPU steps need a larger one.
-  config.optim.learning_rate = {'tiny': 2e-4, 'demo': 1e-3}.get(variant, 1e-4)
-  config.optim.warmup_steps = {'tiny': 20, 'demo': 30}.get(variant, 5_000)  # linear warmup
-  config.optim.b1 = 0.9                     # Adam beta1
-  config.optim.b2 = 0.999                   # Adam beta2
-  config.optim.weight_decay = 0.0           # AdamW decoupled weight decay
-  config.optim.grad_clip = 1.0              # global-norm clip
-  # Learning-rate factor per top-level module (train.create_optimizer), e.g. --config.optim.lr_scale.encoder=3.
-  config.optim.lr_scale = ml_collections.ConfigDict({'encoder': 1.0})
-  config.optim.ema_decay = 0.995 if small else 0.9999    # EMA of parameters (diffae: 0.9999)
-  config.optim.ema_warmup = True          # EMA decay min(d, (1+t)/(10+t)): short runs get a usable EMA
+  # AdamW + EMA (b1 0.9, no weight decay, clip 1.0: configs/common.py).
+  config.optim = common.optim(
+      # Peak learning rate (diffae: 1e-4); the demo's few hundred CPU steps need a larger one.
+      learning_rate={'tiny': 2e-4, 'demo': 1e-3}.get(variant, 1e-4),
+      warmup_steps={'tiny': 20, 'demo': 30}.get(variant, 5_000),
+      b2=0.999,
+      ema_decay=0.995 if small else 0.9999,  # diffae: 0.9999
+      # Per top-level module (train.create_optimizer), e.g. --config.optim.lr_scale.encoder=3.
+      lr_scale={'encoder': 1.0})
 
-  config.mesh = [('data', -1), ('fsdp', 1)]  # mesh axes and sizes; -1 takes the remaining devices
-  config.fsdp_min_bytes = 4 * 2**20         # shard a parameter over fsdp when larger than this
-
-  config.log_every_steps = 10 if small else 100          # metrics to TensorBoard / log
-  config.checkpoint_every_steps = 100 if small else 5_000  # orbax save period
-  config.keep_checkpoints = 3               # checkpoints kept
-  config.eval_every_steps = 100 if small else 10_000     # EMA reconstruction grid + PSNR
+  common.add_mesh(config)                   # mesh [('data', -1), ('fsdp', 1)], fsdp_min_bytes 4 MiB
+  # Logs every 10 / 100 steps, checkpoints every 100 / 5_000 (keeps 3); evaluation: EMA reconstruction
+  # grid + PSNR.
+  common.add_cadence(config, small=small, eval_every_steps=100 if small else 10_000)
   config.num_eval_images = 8                # fixed validation frames in the grid
   config.init_from = ''                     # workdir or official diffae checkpoint to start from
   config.distributed = False                # call jax.distributed.initialize() (multi-host GPU)

@@ -15,6 +15,8 @@ Variants: `tiny` (CPU tests), `demo` (CPU demo), `base` (the DESIGN.md settings:
 
 import ml_collections
 
+from configs import common
+
 # Model shapes per variant (fields of models.speech2latent.S2LConfig).
 _MODELS = {
     'tiny': dict(d_model=64, num_heads=2, num_encoder_blocks=2, num_decoder_blocks=2, conv_kernel=13,
@@ -29,14 +31,11 @@ _LATENT_DIM = {'tiny': 64, 'demo': 128, 'base': 512}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = dict(a.split('=', 1) for a in arg.split(',')) if arg else {}
-  variant = args.get('variant', 'base')
-  if variant not in _MODELS:
-    raise ValueError(f'configs/s2l.py: unknown variant {variant!r}; choose from {sorted(_MODELS)}')
-  frontend = args.get('frontend', 'logmel')
-  if frontend not in ('logmel', 'wav2vec2'):
-    raise ValueError(f'configs/s2l.py: unknown frontend {frontend!r}; choose logmel or wav2vec2')
-  small = variant in ('tiny', 'demo')
+  args = common.parse_arg(arg)
+  variant = common.choose(args.get('variant', 'base'), _MODELS, what='variant', where='configs/s2l.py')
+  frontend = common.choose(args.get('frontend', 'logmel'), ('logmel', 'wav2vec2'), what='frontend',
+                           where='configs/s2l.py')
+  small = variant in common.SMALL_VARIANTS
 
   config = ml_collections.ConfigDict()
   config.task = 'speech2latent'           # train speech2latent (see daetalker_jax/tasks/)
@@ -47,7 +46,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.data_dir = ''                 # prepared TFDS dataset folder (data_prep.prepare --out)
   config.data.latents = 'dae'               # DATA_DIR/latents/<name>/ written by latent extraction
   config.data.window = 50 if variant == 'tiny' else 100   # frames per training window (25 fps: 2 s / 4 s)
-  config.data.shuffle_buffer = 500 if small else 10_000   # windows in the shuffle buffer
   config.data.normalize_latents = True      # train on z-normalised latents (stats.json mean/std)
 
   config.model = ml_collections.ConfigDict(dict(
@@ -73,23 +71,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dtype = 'float32'                  # compute dtype: float32 | bfloat16 (params stay float32)
   config.remat = False                      # rematerialise each Conformer block (saves memory)
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 5e-4 if small else 1e-4  # Adam peak learning rate
-  config.optim.warmup_steps = 20 if small else 4_000    # linear warmup
-  config.optim.b1 = 0.9                     # Adam beta1
-  config.optim.b2 = 0.98                    # Adam beta2 (transformer setting)
-  config.optim.weight_decay = 0.0           # AdamW decoupled weight decay
-  config.optim.grad_clip = 1.0              # global-norm clip
-  config.optim.ema_decay = 0.99 if small else 0.999     # EMA of parameters
-  config.optim.ema_warmup = True          # EMA decay min(d, (1+t)/(10+t)): short runs get a usable EMA
+  # AdamW + EMA (b1 0.9, no weight decay, clip 1.0: configs/common.py).
+  config.optim = common.optim(
+      learning_rate=5e-4 if small else 1e-4,  # peak learning rate
+      warmup_steps=20 if small else 4_000,
+      b2=0.98,                                # the transformer setting
+      ema_decay=0.99 if small else 0.999)
 
-  config.mesh = [('data', -1), ('fsdp', 1)]  # mesh axes and sizes; -1 takes the remaining devices
-  config.fsdp_min_bytes = 4 * 2**20         # shard a parameter over fsdp when larger than this
-
-  config.log_every_steps = 10 if small else 100          # metrics to TensorBoard / log
-  config.checkpoint_every_steps = 100 if small else 5_000  # orbax save period
-  config.keep_checkpoints = 3               # checkpoints kept
-  config.eval_every_steps = 100 if small else 5_000      # held-out latent / pose error
+  common.add_mesh(config)                   # mesh [('data', -1), ('fsdp', 1)], fsdp_min_bytes 4 MiB
+  # Logs every 10 / 100 steps, checkpoints every 100 / 5_000 (keeps 3); evaluation: held-out latent / pose
+  # error.
+  common.add_cadence(config, small=small, eval_every_steps=100 if small else 5_000)
   config.num_eval_windows = 16              # validation windows per evaluation
   config.init_from = ''                     # workdir to start from
   config.distributed = False                # call jax.distributed.initialize() (multi-host GPU)

@@ -3,15 +3,15 @@
   python -m daetalker_jax.demo --out runs/demo
 
 Stages (each is skipped when its output already exists, so an interrupted demo resumes):
-  1. synthface clips (mp4 + sidecar)            data_prep.synthface.generate_dataset   → OUT/videos
-  2. prepared TFDS dataset, split by clip        data_prep.prepare.prepare               → OUT/data
+  1. synthface clips (mp4 + sidecar)            python -m data_prep.synthface           → OUT/videos
+  2. prepared TFDS dataset, split by clip        python -m data_prep.prepare             → OUT/data
   3. DAE training (configs/dae.py:variant=...)   train.train_and_evaluate                → OUT/dae
   4. latent extraction                           extract.extract_latents                 → OUT/data/latents/dae
   5. speech2latent training (configs/s2l.py)     train.train_and_evaluate                → OUT/s2l
   6. generation from a held-out (test split) clip's audio, with the pose the model predicts (--pose)
-                                                 generate.generate                       → OUT/generated.mp4
+                                                 generate.generate (inference/)          → OUT/generated.mp4
   7. side-by-side video (generated | real) with the audio, and how well the mouth follows the speech: the
-     strict mouth metrics of DESIGN.md §7 (`eval_metrics.strict_mouth_metrics`: strict r at lag 0 and best
+     strict mouth metrics of DESIGN.md §7 (`evaluation.mouth.strict_mouth_scores`: strict r at lag 0 and best
      lag, open-mouth recall, amplitude ratio, teeth recall, closed in silence), PSNR and SSIM, the soft
      colour-window r of `measure_frame` as a secondary number, and a picture of the mouths: generated over
      real at the 8 frames where the real mouth is most open.            → OUT/side_by_side.mp4, OUT/mouths.png
@@ -28,10 +28,21 @@ import argparse
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
 import numpy as np
+
+
+def _data_prep(script: str, *args) -> None:
+  """Runs `python -m data_prep.<script> ARGS` from the repository root, as a user would (the library does not
+  import data_prep); its own progress output goes to the terminal."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  cmd = [sys.executable, '-m', f'data_prep.{script}', *map(str, args)]
+  done = subprocess.run(cmd, cwd=root, check=False)
+  if done.returncode:
+    raise DemoError(f'{" ".join(cmd[1:])} failed (exit {done.returncode}); its error is printed above')
 
 
 def _stage(name: str, done: bool, fn, timings: dict[str, float]) -> None:
@@ -129,7 +140,7 @@ def neutral_frame(data_dir: pathlib.Path) -> tuple[str, int]:
   """(clip id, frame) of the training frame with the most closed mouth and the most frontal pose: the frame
   whose DDIM inversion `--noise invert` uses as the one shared x_T."""
   from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
-  from data_prep.synthface_render import strict_mouth  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.mouth_measure import strict_mouth  # pylint: disable=g-import-not-at-top
   best = None
   for clip in dataset.iterate_clips(data_dir, 'train'):
     area = np.array([strict_mouth(f)['area'] for f in clip['images']])
@@ -154,11 +165,10 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   """
   from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
   from configs import s2l as s2l_config  # pylint: disable=g-import-not-at-top
-  from data_prep import prepare  # pylint: disable=g-import-not-at-top
-  from data_prep import synthface  # pylint: disable=g-import-not-at-top
   from daetalker_jax import extract  # pylint: disable=g-import-not-at-top
   from daetalker_jax import generate  # pylint: disable=g-import-not-at-top
   from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.data import contract  # pylint: disable=g-import-not-at-top
   from daetalker_jax.data import video_io  # pylint: disable=g-import-not-at-top
 
   root = pathlib.Path(out)
@@ -171,13 +181,14 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   t_start = time.perf_counter()
 
   _stage('1 synthface', (videos / f'synth_{clips - 1:04d}.mp4').is_file(),
-         lambda: synthface.generate_dataset(videos, clips=clips, seconds=seconds, size=video_size, seed=seed,
-                                            overwrite=True), timings)
+         lambda: _data_prep('synthface', '--out', videos, '--clips', clips, '--seconds', seconds,
+                            '--size', video_size, '--seed', seed, '--overwrite'), timings)
   # At least one clip in each of val and test.
   frac = max(0.1, 1.0 / clips + 1e-6)
   _stage('2 prepare', _has_dataset(data, crop),
-         lambda: prepare.prepare(videos, data, size=image_size, crop=crop, val_fraction=frac,
-                                 test_fraction=frac, seed=seed, overwrite=True), timings)
+         lambda: _data_prep('prepare', '--src', videos, '--out', data, '--size', image_size, '--crop', crop,
+                            '--val-fraction', frac, '--test-fraction', frac, '--seed', seed, '--overwrite'),
+         timings)
   _stage('3 train DAE', _has_checkpoint(dae_dir, dae_steps, dae_want),
          lambda: _train(dae_want, data, dae_dir, dae_steps, batch_size), timings)
   _stage('4 extract latents', (dataset.latents_dir(data, 'dae') / 'stats.json').is_file(),
@@ -190,7 +201,7 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   clip_id = clip['clip_id']
   wav = root / f'heldout_{clip_id}.wav'
   import soundfile as sf  # pylint: disable=g-import-not-at-top
-  sf.write(str(wav), clip['audio'], 16000, subtype='PCM_16')
+  sf.write(str(wav), clip['audio'], contract.SAMPLE_RATE, subtype='PCM_16')
   generated_path = root / 'generated.mp4'
   frames: list[np.ndarray] = []
   if noise == 'invert':   # DDIM-invert a closed-mouth, frontal training frame: one shared x_T
@@ -208,13 +219,13 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   # 7. Side by side (generated | real) with the clip's audio, and the lip-sync number.
   side_path = root / 'side_by_side.mp4'
   with video_io.VideoWriter(side_path, size=(2 * image_size, image_size),
-                            audio=clip['audio'][:n * video_io.SAMPLES_PER_FRAME]) as writer:
+                            audio=clip['audio'][:n * contract.SAMPLES_PER_FRAME]) as writer:
     for k in range(n):
       writer.write(np.concatenate([generated[k], real[k]], axis=1))
   from daetalker_jax import eval_metrics as em  # pylint: disable=g-import-not-at-top
-  from daetalker_jax import evaluate  # pylint: disable=g-import-not-at-top
-  m = evaluate.video_metrics(real[:n], generated[:n], clip['audio'][:n * video_io.SAMPLES_PER_FRAME],
-                             kind='synthface')
+  from daetalker_jax.evaluation import video as video_metrics  # pylint: disable=g-import-not-at-top
+  m = video_metrics.video_metrics(real[:n], generated[:n], clip['audio'][:n * contract.SAMPLES_PER_FRAME],
+                                  kind='synthface')
   mouths_path = root / 'mouths.png'
   em.save_mouth_strip(mouths_path, generated[:n], real[:n])
   strict_keys = ('strict_r', 'strict_r_best', 'strict_best_lag', 'open_recall', 'amplitude_ratio', 'teeth_recall',

@@ -19,7 +19,8 @@ predicts x0 almost directly there, so sampling from pure noise works much earlie
 always see eps: `model_eps_fn(model, schedule)` converts (eps = sqrt(a_t) v + sqrt(1 - a_t) x_t).
 
 `ddim_sample` is one function: a `lax.scan` over a precomputed per-step table, so it jits once per
-(batch, steps, resolution) and its memory does not depend on the number of steps.
+(batch, steps, resolution) and its memory does not depend on the number of steps. Jit it with
+`compiler_options()` (XLA's kernel choice for the UNet on CPU; `make_sampler` does).
 """
 
 from __future__ import annotations
@@ -318,13 +319,31 @@ def model_eps_fn(model: nnx.Module, schedule: Schedule) -> EpsFn:
   return eps_from_v
 
 
+# XLA:CPU (jaxlib 0.10) hands convolutions, dots and reductions to YNNPACK by default. On an AVX2 CPU (2 cores)
+# XLA's own kernels (Eigen convolutions and dots, fused reductions) run the DAE UNet faster: the 128-px
+# forward 1.22x (median of 8 interleaved rounds), its 2-step DDIM sampler 1.55x, the 32-64 px forwards
+# 1.1-1.3x and their gradients 1.1-1.2x; YNNPACK's 128-px convolutions (4 x 128^2 x 256 inputs, more than the
+# L3 cache) take 1.4-2.3x as long as Eigen's (benchmarks/bench_torch_unet.py, sections forward and conv).
+_CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def compiler_options(backend: str | None = None) -> dict[str, str]:
+  """XLA compiler options for jitting a sampler on `backend` (default: JAX's): `jax.jit(..., compiler_options=)`.
+
+  On CPU: XLA's own kernels rather than YNNPACK's (see _CPU_OPTIONS); on other backends none.
+  """
+  return dict(_CPU_OPTIONS) if (backend or jax.default_backend()) == 'cpu' else {}
+
+
 def make_sampler(model: nnx.Module, schedule: Schedule, *, steps: int, eta: float = 0., clip: bool = True,
-                 invert: bool = False, donate: bool = False) -> Callable[..., jax.Array]:
+                 invert: bool = False, donate: bool = False, xla_options: dict[str, Any] | None = None
+                 ) -> Callable[..., jax.Array]:
   """A jitted `fn(params_state, x, cond[, rng]) -> x0` (or x_T with invert=True) for this model's graph.
 
   The model's graph and the table are static, so it compiles once per input shape; call it with
   `nnx.state(model)` (which may be sharded) and frames batched (and sharded) over the leading axis.
-  Dropout is switched off inside; `donate=True` donates the x buffer.
+  Dropout is switched off inside; `donate=True` donates the x buffer. `xla_options` are the compiler
+  options (default `compiler_options()`; `{}` for XLA's own defaults).
   """
   graphdef = nnx.graphdef(model)
   table = table_for(schedule, steps)
@@ -337,5 +356,6 @@ def make_sampler(model: nnx.Module, schedule: Schedule, *, steps: int, eta: floa
       return ddim_invert(fn, schedule, x, cond, steps=steps, clip=clip, table=table)
     return ddim_sample(fn, schedule, x, cond, steps=steps, eta=eta, clip=clip, rng=rng, table=table)
 
-  return jax.jit(run, donate_argnums=(1,) if donate else ())
+  options = compiler_options() if xla_options is None else xla_options
+  return jax.jit(run, donate_argnums=(1,) if donate else (), compiler_options=options)
 

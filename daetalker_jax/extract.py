@@ -12,73 +12,28 @@ written last: its presence marks a complete extraction. Re-running skips clips w
 the encoder (workdir + checkpoint step) is the one that wrote them; a different encoder is an error
 unless `overwrite` (stale latents silently mixed with new ones would poison stage 2).
 
-Frames are encoded in fixed-size batches (the last one padded, so one compilation serves every clip),
-sharded over all devices along the batch.
+Frames are encoded by the DAE codec (inference/dae_codec.py): fixed-size batches (the last one padded, so
+one compilation serves every clip), sharded over all devices along the batch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
 import time
 from typing import Any
 
 from absl import logging
-from flax import nnx
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
+from daetalker_jax import atomic
 from daetalker_jax import checkpoint
 from daetalker_jax import sharding
 from daetalker_jax.data import dataset
-
-P = jax.P
-
-
-def _write_atomic(path: pathlib.Path, write_fn) -> None:
-  tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-  try:
-    write_fn(tmp)
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
-def make_encode_fn(model: nnx.Module, mesh: jax.sharding.Mesh, image_size: int):
-  """Jitted `encode(images uint8 (B,S,S,3)) -> z_sem (B,D)`, batch sharded over all mesh axes."""
-  graphdef, state = nnx.split(model)
-  rep = jax.sharding.NamedSharding(mesh, P())
-  batch = jax.sharding.NamedSharding(mesh, P(mesh.axis_names))
-  state = jax.device_put(state, rep)
-
-  @jax.jit
-  def encode(state, images):
-    m = nnx.merge(graphdef, state)
-    x = images.astype(jnp.float32) / 127.5 - 1.0                       # (B,S,S,3) in [-1, 1]
-    if x.shape[1] != image_size:                                      # dataset at another resolution
-      x = jax.image.resize(x, (x.shape[0], image_size, image_size, 3), 'linear', antialias=True)
-    return m.encode(x).astype(jnp.float32)                            # (B, D)
-
-  def run(images: np.ndarray) -> jax.Array:
-    return encode(state, jax.device_put(images, batch))
-  return run
-
-
-def encode_frames(encode_fn, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """All frames of a clip, in padded fixed-size batches (one compilation for every clip)."""
-  out = []
-  for i in range(0, len(images), batch_size):
-    chunk = images[i:i + batch_size]
-    n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-    out.append(np.asarray(encode_fn(chunk))[:n])
-  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+from daetalker_jax.inference import dae_codec
 
 
 def extract_latents(dae_workdir: str, data_dir: str, *, name: str = 'dae', batch_size: int = 64,
@@ -90,10 +45,8 @@ def extract_latents(dae_workdir: str, data_dir: str, *, name: str = 'dae', batch
   if dae_config.task != 'dae':
     raise ValueError(f'{dae_workdir}: holds a {dae_config.task!r} checkpoint, not a DAE')
   devices = list(jax.devices() if devices is None else devices)
-  mesh = jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
-  batch_size = -(-batch_size // len(devices)) * len(devices)          # a multiple of the device count
-  encode_fn = make_encode_fn(model, mesh, int(dae_config.model.image_size))
+  mesh = sharding.create_mesh([('data', -1), ('fsdp', 1)], devices=devices)
+  codec = dae_codec.DAECodec(model, dae_config, steps=None, batch=batch_size, mesh=mesh)   # encoder only
 
   out_dir = dataset.latents_dir(data_dir, name)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +59,7 @@ def extract_latents(dae_workdir: str, data_dir: str, *, name: str = 'dae', batch
     for f in out_dir.glob('*.npy'):
       f.unlink()
   (out_dir / 'stats.json').unlink(missing_ok=True)                    # incomplete until rewritten
-  _write_atomic(source_path, lambda p: p.write_text(json.dumps(source)))
+  atomic.write_json(source_path, source, indent=None)
 
   info = dataset.dataset_info(data_dir)['splits']
   total = sum(info.get(s, {}).get('frames', 0) for s in splits)
@@ -125,11 +78,11 @@ def extract_latents(dae_workdir: str, data_dir: str, *, name: str = 'dae', batch
           z = np.load(path)
           skipped += len(z)
         else:
-          z = encode_frames(encode_fn, clip['images'], batch_size)
+          z = codec.encode(clip['images'])
           if not np.isfinite(z).all():
             raise FloatingPointError(f"{dae_workdir}: non-finite latents for clip {clip['clip_id']}")
           if jax.process_index() == 0:
-            _write_atomic(path, lambda p: np.save(p.open('wb'), z))
+            atomic.write_with(path, lambda p: np.save(p, z), suffix='.npy')
           encoded += len(z)
         if split == 'train':
           z64 = z.astype(np.float64)
@@ -144,7 +97,7 @@ def extract_latents(dae_workdir: str, data_dir: str, *, name: str = 'dae', batch
   stats = {'mean': mean.tolist(), 'std': np.maximum(std, 1e-6).tolist(), 'dim': int(len(mean)),
            'frames': int(train_count), **source}
   if jax.process_index() == 0:
-    _write_atomic(out_dir / 'stats.json', lambda p: p.write_text(json.dumps(stats)))
+    atomic.write_json(out_dir / 'stats.json', stats, indent=None)
   dt = time.perf_counter() - t0
   logging.info('Latents: %d frames encoded, %d reused, %.1f s (%.1f frames/s) → %s', encoded, skipped, dt,
                encoded / max(dt, 1e-9), out_dir)

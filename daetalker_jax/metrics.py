@@ -6,12 +6,12 @@ compute), so per-step metric dicts of device scalars are buffered here and fetch
 """
 
 import math
-import os
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
+
+from daetalker_jax import atomic
 
 
 class NonFiniteError(FloatingPointError):
@@ -76,23 +76,10 @@ def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
   return grid
 
 
-def write_png(path: str, image: np.ndarray) -> None:
+def write_png(path: atomic.PathLike, image: np.ndarray) -> None:
   """Writes a uint8 (H,W,3) image atomically (temp file + rename), so readers never see half a PNG."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix='.png', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      Image.fromarray(image).save(f, format='PNG')
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; a picture is for everyone who reads the folder
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic.write_with(path, lambda tmp: Image.fromarray(image).save(tmp, format='PNG'), suffix='.png')
 
 
 def count_params(tree: Any) -> int:

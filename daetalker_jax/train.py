@@ -11,7 +11,6 @@ import functools
 import os
 import signal
 import time
-import types
 from typing import Any
 
 from absl import logging
@@ -27,6 +26,7 @@ import optax
 
 from daetalker_jax import checkpoint
 from daetalker_jax import console
+from daetalker_jax import diffusion
 from daetalker_jax import metrics as metrics_lib
 from daetalker_jax import sharding
 from daetalker_jax import tasks
@@ -70,13 +70,13 @@ def _path_names(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
-def create_optimizer(config: ml_collections.ConfigDict, task: types.ModuleType | None = None
+def create_optimizer(config: ml_collections.ConfigDict, task: tasks.Task | None = None
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam(W) with linear warmup to a constant learning rate and global-norm clipping (diffae's recipe).
 
   `config.optim.lr_scale` (optional, {top-level module name: factor}) gives a module its own learning rate,
   factor x the schedule (e.g. {'encoder': 3.0} for the DAE's semantic encoder); the clip stays global.
-  A task may define `frozen(path: tuple[str, ...]) -> bool` (path: the parameter's names from the model
+  A task whose `frozen(path: tuple[str, ...]) -> bool` hook is set (path: the parameter's names from the model
   root): those parameters get no update (not even weight decay) and no optimizer state.
   """
   o = config.optim
@@ -92,7 +92,7 @@ def create_optimizer(config: ml_collections.ConfigDict, task: types.ModuleType |
     update = optax.multi_transform(groups, lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: group_of(_path_names(path)), params))
   tx = optax.chain(optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(), update)
-  frozen = getattr(task, 'frozen', None)
+  frozen = task.frozen if task is not None else None
   if frozen is not None:
     labels = lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: 'frozen' if frozen(_path_names(path)) else 'train', params)
@@ -100,7 +100,7 @@ def create_optimizer(config: ml_collections.ConfigDict, task: types.ModuleType |
   return tx, schedule
 
 
-def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, task: types.ModuleType,
+def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, task: tasks.Task,
                        tx: optax.GradientTransformation
                        ) -> tuple[Callable[[], TrainState], TrainState, TrainState, ModelParts]:
   """Shape-first state creation: returns (init, abstract_state, state_shardings, parts).
@@ -133,7 +133,7 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
 # --------------------------------------------------------------------------------------------------------
 # Update step.
 # --------------------------------------------------------------------------------------------------------
-def train_step(state: TrainState, batch: Any, *, parts: ModelParts, task: types.ModuleType,
+def train_step(state: TrainState, batch: Any, *, parts: ModelParts, task: tasks.Task,
                tx: optax.GradientTransformation, schedule: optax.Schedule, config: ml_collections.ConfigDict,
                mesh: jax.sharding.Mesh) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step (pure): grads (accumulated over micro-batches) → clip → Adam → EMA."""
@@ -188,7 +188,8 @@ def make_train_step(config, mesh, task, tx, schedule, parts, state_shardings):
   step = functools.partial(train_step, parts=parts, task=task, tx=tx, schedule=schedule, config=config,
                            mesh=mesh)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,),
+                 compiler_options=diffusion.compiler_options())   # CPU: XLA's own conv kernels (faster)
 
 
 def _reinit_from(tx, params_shardings, state_shardings):
@@ -305,19 +306,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             lambda: task.create_model(config, nnx.Rngs(config.seed)))
         state = _reinit_from(tx, state_shardings.params, state_shardings)(state, params)
         logging.info('Initialised weights from %s', config.init_from)
-      elif hasattr(task, 'load_pretrained'):
+      elif task.load_pretrained is not None:
         # Frozen pretrained parts (e.g. wav2vec2) come from files, which the jitted init cannot read.
         model = parts.merge(state.params, state.other)
         if task.load_pretrained(config, model):
           params = jax.device_put(nnx.state(model, nnx.Param), state_shardings.params)
           state = _reinit_from(tx, state_shardings.params, state_shardings)(state, params)
           logging.info('Loaded the pretrained parts of the %s model', config.task)
-    data_stats = task.data_stats(config) if hasattr(task, 'data_stats') else {}
+    data_stats = task.data_stats(config)
 
     # ---- Input (data order is a function of (seed, step): resumes continue the same stream).
     local_iter, eval_inputs = task.make_datasets(config, jax.process_index(), jax.process_count(),
                                                  start_step=start_step)
     batches = prefetch_to_mesh(local_iter, mesh)
+    evaluator = task.make_evaluator(config, workdir)   # once: it keeps its compiled functions across evals
 
     # ---- Loop.
     # A progress bar with ETA on the terminal (training time only); steps/s and images/s are written to
@@ -360,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           if eval_due:
             ema_model = parts.merge(state.ema, state.other)
             model = parts.merge(state.params, state.other)
-            eval_metrics = task.evaluate(config, model, ema_model, eval_inputs, workdir, done, writer)
+            eval_metrics = evaluator(model, ema_model, eval_inputs, done, writer)
             if eval_metrics:
               writer.write_scalars(done, eval_metrics)
           if ckpt_due:

@@ -51,22 +51,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
-import importlib.util
 import math
-import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import cv2
 import numpy as np
 
-try:  # dlib-bin; the Haar cascade works without it.
-  import dlib
-except ImportError:  # pragma: no cover - depends on the environment
-  dlib = None
+from daetalker_jax.data import video_io
+# Detectors and the landmark model live in the library (evaluation uses them too); re-exported here.
+from daetalker_jax.face_detect import dlib  # None without dlib-bin (the Haar cascade works without it)
+from daetalker_jax.face_detect import load_shape_predictor, make_detector, shape_predictor_path
+from data_prep import annotators
+
 
 # Drop reasons (FrameAnnotation.drop_reason); the manifest counts them.
 NO_FACE = 'no face'
@@ -105,29 +102,6 @@ _MODEL_TABLE = np.array([
     [0.000000, -7.415691, 4.070434],   # 8 chin
 ], np.float64)
 FACE_MODEL_3D = -_MODEL_TABLE  # (14, 3) camera axes: x right, y down, z forward
-
-
-def shape_predictor_path() -> str:
-  """Path of dlib's 68-point model inside the `face_recognition_models` package.
-
-  The package's own `pose_predictor_model_location()` imports `pkg_resources`, which current
-  setuptools no longer ships, so the file is located without importing the package.
-  """
-  spec = importlib.util.find_spec('face_recognition_models')
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError('face_recognition_models is not installed (pip install '
-                            'face-recognition-models): it holds the 68-landmark model')
-  path = os.path.join(list(spec.submodule_search_locations)[0], 'models',
-                      'shape_predictor_68_face_landmarks.dat')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: 68-landmark model missing from face_recognition_models')
-  return path
-
-
-@functools.lru_cache(maxsize=2)
-def _load_predictor(path: str):
-  """dlib's 68-point predictor (a 100 MB file, ~1 s to load): loaded once per process."""
-  return dlib.shape_predictor(path)
 
 
 class NoFaceError(ValueError):
@@ -298,68 +272,6 @@ def pose_from_landmarks(landmarks: np.ndarray, width: int,
 
 
 # ----------------------------------------------------------------------------------------------
-# Detectors.
-# ----------------------------------------------------------------------------------------------
-
-class _Detector:
-  """Face boxes (x0, y0, x1, y1 float, in the given image's px) from an RGB or gray image."""
-  min_size = 80  # the smallest face (px) found without upsampling
-
-  def __call__(self, image: np.ndarray, upsample: int = 0) -> list[np.ndarray]:
-    raise NotImplementedError
-
-
-class _DlibDetector(_Detector):
-  min_size = 80
-
-  def __init__(self):
-    self._det = dlib.get_frontal_face_detector()
-
-  def __call__(self, image, upsample=0):
-    rects, scores, _ = self._det.run(image, upsample, 0.0)
-    del scores
-    return [np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float64)
-            for r in rects]
-
-
-class _HaarDetector(_Detector):
-  min_size = 40
-
-  def __init__(self):
-    path = os.path.join(cv2.data.haarcascades, 'haarcascade_frontalface_default.xml')
-    self._det = cv2.CascadeClassifier(path)
-    if self._det.empty():
-      raise FileNotFoundError(f'{path}: OpenCV Haar cascade not found')
-
-  def __call__(self, image, upsample=0):
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    if upsample:
-      gray = cv2.resize(gray, None, fx=2.0 ** upsample, fy=2.0 ** upsample,
-                        interpolation=cv2.INTER_LINEAR)
-    faces = self._det.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                       minSize=(self.min_size, self.min_size))
-    k = 2.0 ** -upsample
-    return [np.array([x, y, x + w, y + h], np.float64) * k for (x, y, w, h) in faces]
-
-
-@functools.lru_cache(maxsize=4)
-def make_detector(name: str) -> _Detector:
-  """'dlib' (HOG), 'haar' (OpenCV cascade) or 'auto' (dlib when importable, else haar).
-
-  Detectors are stateless and take ~0.4 s to build, so one per name is shared (cached).
-  """
-  if name == 'auto':
-    name = 'dlib' if dlib is not None else 'haar'
-  if name == 'dlib':
-    if dlib is None:
-      raise ImportError('detector=dlib needs the dlib module (pip install dlib-bin)')
-    return _DlibDetector()
-  if name == 'haar':
-    return _HaarDetector()
-  raise ValueError(f'unknown face detector {name!r} (expected dlib, haar or auto)')
-
-
-# ----------------------------------------------------------------------------------------------
 # Temporal smoothing.
 # ----------------------------------------------------------------------------------------------
 
@@ -435,7 +347,7 @@ class FaceTracker:
     self._detector = make_detector(detector)
     if dlib is None:
       raise ImportError('68-point landmarks need the dlib module (pip install dlib-bin)')
-    self._predictor = _load_predictor(shape_predictor_path())
+    self._predictor = load_shape_predictor(shape_predictor_path())
     # Of the last call, for profiling: detector runs ('full', 'roi') and seconds per stage.
     self.stats = collections.Counter()
 
@@ -696,63 +608,44 @@ def split_clips(annotations: Iterable[FrameAnnotation], *, min_frames: int, max_
 # `--crop auto` for data_prep.prepare.
 # ----------------------------------------------------------------------------------------------
 
-def register_with_prepare(prepare: Any) -> None:
-  """Registers `--crop auto[:dlib|haar]` with a loaded data_prep.prepare module.
+@annotators.register('auto')
+class AutoAnnotator(annotators.FrameAnnotator):
+  """`--crop auto[:dlib|haar]` of data_prep.prepare: FaceTracker behind the FrameAnnotator interface.
 
-  prepare imports this module for `--crop auto` and expects the registration on import, which
-  `_autoregister` does for whichever prepare module is loaded (also when it runs as `__main__`
-  under `python -m data_prep.prepare`). prepare crops from the box itself (black padding), so
-  the tracker skips its own crops here; landmarks are handed over in source pixels.
+  prepare crops from the box itself (black padding), so the tracker skips its own crops here; landmarks
+  are handed over in source pixels.
   """
-  from daetalker_jax.data import video_io  # pylint: disable=g-import-not-at-top
 
-  class AutoAnnotator(prepare.FrameAnnotator):
-    """FaceTracker behind prepare's FrameAnnotator interface."""
+  def __init__(self, arg: str, size: int):
+    try:
+      self._tracker = FaceTracker(size, detector=arg or 'auto', crops=False)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+      raise annotators.AnnotatorError(f'--crop auto:{arg}: {e}') from None
+    self._source = ''
 
-    def __init__(self, arg: str, size: int):
-      try:
-        self._tracker = FaceTracker(size, detector=arg or 'auto', crops=False)
-      except (ValueError, ImportError, FileNotFoundError) as e:
-        raise prepare.PrepareError(f'--crop auto:{arg}: {e}') from None
-      self._source = ''
+  def begin(self, source, info) -> None:
+    del info
+    self._source = str(source)
 
-    def begin(self, source, info) -> None:
-      del info
-      self._source = str(source)
+  def annotate(self, frames):
+    pending = collections.deque()  # frames the tracker has read but not yet annotated
 
-    def annotate(self, frames):
-      pending = collections.deque()  # frames the tracker has read but not yet annotated
+    def remember(stream):
+      for frame in stream:
+        pending.append(frame)
+        yield frame
 
-      def remember(stream):
-        for frame in stream:
-          pending.append(frame)
-          yield frame
+    try:
+      for ann in check_faces(self._tracker(remember(frames)), self._source):
+        frame = pending.popleft()
+        if not ann.kept:  # prepare's reasons are identifiers: 'no_face', 'short_clip'
+          yield frame, annotators.Annotation(drop=ann.drop_reason.replace(' ', '_'))
+          continue
+        pose = np.asarray(ann.pose if ann.pose is not None else (0.0, 0.0, 0.0), np.float32)
+        yield frame, annotators.Annotation(box=ann.box, landmarks=ann.source_landmarks, pose=pose)
+    except NoFaceError as e:
+      raise video_io.VideoError(str(e)) from None
 
-      try:
-        for ann in check_faces(self._tracker(remember(frames)), self._source):
-          frame = pending.popleft()
-          if not ann.kept:  # prepare's reasons are identifiers: 'no_face', 'short_clip'
-            yield frame, prepare.Annotation(drop=ann.drop_reason.replace(' ', '_'))
-            continue
-          pose = np.asarray(ann.pose if ann.pose is not None else (0.0, 0.0, 0.0), np.float32)
-          yield frame, prepare.Annotation(box=ann.box, landmarks=ann.source_landmarks, pose=pose)
-      except NoFaceError as e:
-        raise video_io.VideoError(str(e)) from None
-
-    def end(self) -> dict:
-      return dict(face_detector=self._tracker.detector_name,
-                  face_detections=dict(self._tracker.stats))
-
-  prepare.register_annotator('auto', AutoAnnotator)
-
-
-def _autoregister() -> None:
-  for name in ('data_prep.prepare', '__main__'):
-    module = sys.modules.get(name)
-    spec = getattr(module, '__spec__', None)
-    if module is not None and spec is not None and spec.name == 'data_prep.prepare' and \
-       hasattr(module, 'register_annotator'):
-      register_with_prepare(module)
-
-
-_autoregister()
+  def end(self) -> dict:
+    return dict(face_detector=self._tracker.detector_name,
+                face_detections=dict(self._tracker.stats))

@@ -22,11 +22,11 @@ Annotators (`--crop`):
                   grown by MARGIN (default 0.05) of its side on each side; pose and landmarks as `none`.
   box:x0,y0,x1,y1 a fixed box in source pixels (made square around its centre).
   auto            face detection + landmarks + pose, registered by `data_prep.face`.
-Other modules add annotators with `register_annotator(name, factory)`.
+Other modules add annotators with the `data_prep.annotators.register(name)` decorator.
 
-The build happens in `OUT.tmp-XXXX`, renamed to OUT only when complete; on any failure the
-temporary folder is removed, so a crash never leaves a dataset that looks complete. A bad video
-is skipped with a one-line message naming it (or is fatal with `--strict`); no usable video at all
+The build happens in `.OUT.tmp-XXXX` (`daetalker_jax.atomic.temp_dir`), renamed to OUT only when
+complete; on any failure the temporary folder is removed, so a crash never leaves a dataset that looks
+complete. A bad video is skipped with a one-line message naming it (or is fatal with `--strict`); no usable video at all
 is fatal. The CLI prints one line and exits non-zero on fatal problems.
 """
 
@@ -35,29 +35,28 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import importlib
 import json
 import math
 import os
 import pathlib
-import shutil
 import sys
-import tempfile
 import time
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import tqdm
 
+from daetalker_jax import atomic
+from daetalker_jax.data import contract
 from daetalker_jax.data import video_io
+from daetalker_jax.data.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from data_prep import annotators
 from data_prep import report as report_lib
+from data_prep.annotators import Annotation, FrameAnnotator
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.mkv', '.webm', '.avi')
-FPS = video_io.FPS
-SAMPLE_RATE = video_io.SAMPLE_RATE
-SAMPLES_PER_FRAME = video_io.SAMPLES_PER_FRAME
 NUM_LANDMARKS = 68
 
 
@@ -66,74 +65,17 @@ class PrepareError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Frame annotators: the pluggable crop / landmarks / pose step.
+# Frame annotators: the pluggable crop / landmarks / pose step (registry: data_prep.annotators).
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Annotation:
-  """What an annotator says about one frame.
-
-  box: (x0, y0, x1, y1) crop in source pixels (square; may extend past the frame, padded black).
-  landmarks: float (68, 2) in source pixels, or None when unknown.
-  pose: float (3,) yaw, pitch, roll in degrees, or None (stored as zeros).
-  drop: a short reason ('no_face', ...) to drop this frame; the current clip ends here.
-  """
-  box: tuple[float, float, float, float] | None = None
-  landmarks: np.ndarray | None = None
-  pose: np.ndarray | None = None
-  drop: str | None = None
-
-
-class FrameAnnotator:
-  """Base class. `prepare` calls `begin` per video, `annotate` over its frame stream, then `end`.
-
-  `annotate` must yield exactly one (frame, Annotation) per input frame, in order (it may look
-  ahead, e.g. to smooth boxes over time, as long as it yields every frame). Subclasses that need
-  no look-ahead implement `annotate_frame` only.
-  """
-
-  def begin(self, source: pathlib.Path, info: video_io.VideoInfo) -> None:
-    """Called before the frames of `source`; raise VideoError to skip the source."""
-    del source, info
-
-  def annotate(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, Annotation]]:
-    for index, frame in enumerate(frames):
-      yield frame, self.annotate_frame(frame, index)
-
-  def annotate_frame(self, frame: np.ndarray, index: int) -> Annotation:
-    raise NotImplementedError
-
-  def end(self) -> dict:
-    """Per-source notes for the manifest (e.g. warnings); called after the last frame."""
-    return {}
-
-
-AnnotatorFactory = Callable[[str, int], FrameAnnotator]  # (argument after 'name:', crop size)
-_ANNOTATORS: dict[str, AnnotatorFactory] = {}
-
-
-def register_annotator(name: str, factory: AnnotatorFactory) -> None:
-  """Makes `--crop name[:arg]` build `factory(arg, size)`."""
-  _ANNOTATORS[name] = factory
-
-
 def make_annotator(crop: str, size: int) -> FrameAnnotator:
+  """The annotator `--crop NAME[:ARG]` names, built for crops of `size` pixels."""
   name, _, arg = crop.partition(':')
-  if name == 'auto' and name not in _ANNOTATORS:
-    try:
-      face = importlib.import_module('data_prep.face')
-      face.register_with_prepare(sys.modules[__name__])  # explicit: import order must not matter
-    except ModuleNotFoundError as e:
-      if e.name not in ('data_prep.face',):
-        raise PrepareError(f'crop=auto: data_prep.face needs a missing module ({e.name})') from None
-      raise PrepareError('crop=auto needs data_prep.face (face detection), which is not available; '
-                         'use --crop none or --crop box:x0,y0,x1,y1') from None
-    if name not in _ANNOTATORS:
-      raise PrepareError('crop=auto: data_prep.face did not register an "auto" annotator')
-  if name not in _ANNOTATORS:
-    raise PrepareError(f'unknown --crop {crop!r}; choose from none, face[:MARGIN], box:x0,y0,x1,y1, auto')
-  return _ANNOTATORS[name](arg, size)
+  try:
+    return annotators.get(name)(arg, size)
+  except annotators.AnnotatorError as e:
+    raise PrepareError(f'--crop {crop}: {e}') from None
 
 
 def square_box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
@@ -161,6 +103,7 @@ def _read_sidecar(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None, in
   return pose, landmarks, size
 
 
+@annotators.register('none')
 class WholeFrameAnnotator(FrameAnnotator):
   """crop=none: whole (square) frame; pose and landmarks from the synthface sidecar when there is one."""
 
@@ -206,6 +149,7 @@ class WholeFrameAnnotator(FrameAnnotator):
     return notes
 
 
+@annotators.register('box')
 class FixedBoxAnnotator(FrameAnnotator):
   """crop=box:x0,y0,x1,y1: the same box (source pixels) for every frame, no pose/landmarks."""
 
@@ -229,6 +173,7 @@ class FixedBoxAnnotator(FrameAnnotator):
     return Annotation(box=self._box)
 
 
+@annotators.register('face')
 class SidecarFaceAnnotator(WholeFrameAnnotator):
   """crop=face[:MARGIN]: one square box per clip around every frame's sidecar landmarks, grown by MARGIN
   (default 0.05) of its side on each side; pose and landmarks from the sidecar. The face fills more of the
@@ -254,11 +199,6 @@ class SidecarFaceAnnotator(WholeFrameAnnotator):
     x0 = min(max(x0, 0.0), info.width - side)        # slid inside the frame: no black border
     y0 = min(max(y0, 0.0), info.height - side)
     self._box = (x0, y0, x0 + side, y0 + side)
-
-
-register_annotator('none', WholeFrameAnnotator)
-register_annotator('box', FixedBoxAnnotator)
-register_annotator('face', SidecarFaceAnnotator)
 
 
 def crop_and_resize(frame: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
@@ -370,7 +310,7 @@ def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, sta
     clip_id = f'{stem}_{len(stats.clips):03d}'
     stage.add_clip(dict(
         clip_id=clip_id, source=str(path), start_frame=buf.start, fps=FPS, sample_rate=SAMPLE_RATE,
-        num_frames=n, num_audio_samples=n * SAMPLES_PER_FRAME, audio=video_io.to_int16(audio),
+        num_frames=n, num_audio_samples=n * SAMPLES_PER_FRAME, audio=contract.float_to_int16(audio),
         frames=dict(image=buf.images, pose=np.stack(buf.poses), landmarks=np.stack(buf.landmarks),
                     landmarks_valid=np.asarray(buf.valid, np.bool_), box=np.stack(buf.boxes))))
     stats.clips.append(dict(clip_id=clip_id, start_frame=buf.start, num_frames=n))
@@ -472,10 +412,9 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
   # Deferred import: TensorFlow is slow to load and the argument checks above should be instant.
   from data_prep import tfds_writer  # pylint: disable=g-import-not-at-top
 
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'{out.name}.tmp-', dir=out.parent))
   t0 = time.time()
-  try:
+  # Built in a temporary sibling that replaces `out` (and an old dataset, with --overwrite) only when complete.
+  with atomic.temp_dir(out) as tmp:
     writer = tfds_writer.DatasetWriter(tmp, size)
     sources, skipped = [], []
     for path in tqdm.tqdm(videos, desc='videos', unit='video', disable=None, file=sys.stderr):
@@ -543,17 +482,6 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
                     sources=sources + skipped)
     (tmp / 'manifest.json').write_text(json.dumps(manifest, indent=1))
     (tmp / 'report.json').write_text(json.dumps(report, indent=1))
-
-    old = None
-    if out.exists():  # --overwrite: move the old dataset aside only once the new one is complete
-      old = pathlib.Path(tempfile.mkdtemp(prefix=f'{out.name}.old-', dir=out.parent))
-      os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return report
 
 

@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 import numpy as np
 
-FPS = 25
-SAMPLE_RATE = 16_000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: silence is judged per video frame
+from daetalker_jax import atomic
+from daetalker_jax.data import contract
+from daetalker_jax.data.contract import FPS, SAMPLE_RATE
 
 MIN_TOTAL_SECONDS = 180.0
 HEAVY_YAW_DEG = 30.0
@@ -78,7 +76,7 @@ class SourceStats:
     self._box_px: list[float] = []
     self._poses: list[tuple[float, float, float]] = []
     # Audio accumulators.
-    self._window = max(1, self.sample_rate // FPS)
+    self._window = max(1, self.sample_rate // FPS)  # samples per video frame: silence is judged per frame
     self._rest = np.zeros(0, np.float64)
     self._samples = 0
     self._sum_sq = 0.0
@@ -104,7 +102,7 @@ class SourceStats:
     """Audio samples (mono; float in [-1, 1] or int16), in one piece or successive chunks."""
     x = np.asarray(samples)
     if x.dtype == np.int16:
-      x = x.astype(np.float64) / 32768.0
+      x = contract.int16_to_float(x, np.float64)
     x = np.asarray(x, np.float64).reshape(-1)
     if not np.all(np.isfinite(x)):
       raise ValueError(f'{self.source}: audio contains NaN/Inf samples')
@@ -211,18 +209,7 @@ class ValidationReport:
 
   def save_report(self, path: str | os.PathLike[str]) -> None:
     """Writes the report as JSON atomically (temp file + rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.report-', suffix='.json', dir=folder)
-    try:
-      with os.fdopen(fd, 'w') as f:
-        json.dump(self.to_dict(), f, indent=1)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    atomic.write_json(path, self.to_dict())
 
 
 def build_report(sources: Sequence[dict] | Iterable[SourceStats], *,

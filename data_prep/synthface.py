@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import pathlib
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -30,12 +29,12 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal
 
+from daetalker_jax import atomic
+from daetalker_jax.data import contract
+from daetalker_jax.data.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from data_prep import espeak
 from data_prep.synthface_render import face_landmarks, measure_frame, render_frame  # noqa: F401 (public API)
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 SILENCE = '_'
 
 # Voices that exist in Debian's espeak-ng-data, and variants (+f = female-ish, +m = male-ish).
@@ -112,7 +111,7 @@ def _sentence(rng: np.random.Generator, n_words: int) -> str:
 
 def _resample(audio: np.ndarray, rate: int) -> np.ndarray:
   """int16 at `rate` -> float64 at 16 kHz (polyphase, deterministic)."""
-  x = audio.astype(np.float64) / 32768.0
+  x = contract.int16_to_float(audio, np.float64)
   if rate == SAMPLE_RATE:
     return x
   g = np.gcd(rate, SAMPLE_RATE)
@@ -152,7 +151,7 @@ def make_speech(rng: np.random.Generator, num_samples: int) -> dict:
       sentences.append(text)
       pos += len(wav) + int(rng.uniform(0.2, 0.6) * SAMPLE_RATE)  # silence between sentences
       n_words = int(rng.integers(3, 9))
-  pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)  # readers divide by 32768
+  pcm = contract.float_to_int16(audio)  # readers divide by 32768
   return {'audio': pcm, 'phonemes': phonemes, 'text': ' '.join(sentences), 'voice': voice}
 
 
@@ -365,10 +364,8 @@ def generate_dataset(out_dir: str | os.PathLike, clips: int = 40, seconds: float
     raise FileExistsError(f'synthface: {out} exists and is not a folder')
   if out.is_dir() and any(out.iterdir()) and not overwrite:
     raise FileExistsError(f'synthface: {out} is not empty (pass --overwrite to replace it)')
-  out.parent.mkdir(parents=True, exist_ok=True)
   workers = max(1, min(workers or os.cpu_count() or 1, clips))
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-  try:
+  with atomic.temp_dir(out) as tmp:  # replaces `out` only once every clip is written
     jobs = [(str(tmp), i, seconds, size, seed) for i in range(clips)]
     bar = None
     if progress:
@@ -387,16 +384,6 @@ def generate_dataset(out_dir: str | os.PathLike, clips: int = 40, seconds: float
             bar.update()
     if bar is not None:
       bar.close()
-    old = None
-    if out.exists():
-      old = out.parent / f'.{out.name}.old-{os.getpid()}'
-      os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return [out / f'synth_{i:04d}.mp4' for i in range(clips)]
 
 

@@ -23,8 +23,7 @@ import numpy as np
 import skimage.data
 import soundfile as sf
 
-FPS = 25
-SAMPLE_RATE = 16_000
+from daetalker_jax.data.contract import FPS, SAMPLE_RATE
 # Centre of the astronaut's face (between the eyes and the nose tip) in the 512x512 photo.
 FACE_CENTRE = (222.0, 126.0)
 

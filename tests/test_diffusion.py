@@ -220,3 +220,9 @@ def test_sampler_sharded_over_frames_equals_single_device(tiny, ref):
   assert got.sharding.spec == jax.P('data')
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
   np.testing.assert_allclose(got[0::2], jnp.broadcast_to(got[0], got[0::2].shape), rtol=1e-5, atol=1e-3)
+
+
+def test_cpu_compiler_options_turn_ynnpack_off_only_on_cpu():
+  """XLA:CPU's YNNPACK kernels are slower for the UNet's convolutions (benchmarks/bench_torch_unet.py)."""
+  assert D.compiler_options('cpu') == {'xla_cpu_experimental_ynn_fusion_type': ''}
+  assert D.compiler_options('tpu') == {} and D.compiler_options('gpu') == {}

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from daetalker_jax import eval_metrics as em
-
-MOUTH_RGB = (90, 10, 20)   # the reserved synthface mouth-interior colour (DESIGN.md §4)
+from daetalker_jax import mouth_measure
+from daetalker_jax.data import contract
+from daetalker_jax.mouth_measure import MOUTH_RGB   # the reserved synthface mouth-interior colour (DESIGN.md §4)
 
 
 def _frames(n=4, size=32, seed=0):
@@ -108,7 +109,6 @@ def _draw_mouths(openings, size=64):
 
 
 def test_lip_sync_correlation_from_frames():
-  pytest.importorskip('data_prep.synthface_render')
   ref = _mouth_series(60)
   real = _draw_mouths(ref)
   assert em.lip_sync_correlation(real, real) == pytest.approx(1.0)
@@ -161,7 +161,7 @@ def test_frame_levels_and_silence_mask():
   assert db[0] == pytest.approx(20 * math.log10(0.3 / math.sqrt(2)), abs=0.05)   # sine RMS
   assert db[12] == -math.inf and db[35] == pytest.approx(-70, abs=1)
   # int16 input is read on the same full scale.
-  db16 = em.frame_rms_dbfs(np.round(audio * 32768).astype(np.int16))
+  db16 = em.frame_rms_dbfs(contract.float_to_int16(audio))
   assert db16[0] == pytest.approx(db[0], abs=0.01)
   mask = em.silence_mask(audio, 40)
   # Both long pauses without their first/last frame; the 2-frame gap is too short to be a pause.
@@ -309,21 +309,21 @@ def test_strict_mouth_counts_only_clear_mouth_colours():
   from data_prep import synthface_render
   frame = np.full((40, 40, 3), (180, 140, 120), np.uint8)
   frame[20:24, 10:20] = MOUTH_RGB                                   # 40 px of interior
-  frame[19, 10:20] = synthface_render.TEETH_RGB                     # 10 px of teeth right above it
-  frame[2:4, 2:6] = synthface_render.TEETH_RGB                      # 8 white px far away: not teeth
+  frame[19, 10:20] = mouth_measure.TEETH_RGB                        # 10 px of teeth right above it
+  frame[2:4, 2:6] = mouth_measure.TEETH_RGB                         # 8 white px far away: not teeth
   frame[30:32, 10:20] = (90 + 18, 10 + 18, 20 + 18)                 # 31 units off: not mouth
   frame[34:36, 10:20] = (90 + 17, 10 + 17, 20 + 17)                 # 29.4 units off: mouth
-  m = synthface_render.strict_mouth(frame)
+  m = mouth_measure.strict_mouth(frame)
   assert m['interior'] == pytest.approx(60 / 1600) and m['teeth'] == pytest.approx(10 / 1600)
   assert m['area'] == pytest.approx(70 / 1600)
   # A smear of mouth and lip colours, 47 units from the mouth colour: partly open to the soft reading,
   # closed to the strict one.
   smear = np.full((40, 40, 3), (180, 140, 120), np.uint8)
   smear[20:24, 10:20] = (121, 37, 42)
-  assert synthface_render.strict_mouth(smear)['area'] == 0.0
-  assert synthface_render.measure_frame(smear)['mouth_open'] > 0.0
+  assert mouth_measure.strict_mouth(smear)['area'] == 0.0
+  assert mouth_measure.measure_frame(smear)['mouth_open'] > 0.0
   closed = synthface_render.render_frame(64, mouth_open=0.0, mouth_width=0.5, blink=0.0, yaw=0, pitch=0, roll=0)
-  assert synthface_render.strict_mouth(closed)['area'] == 0.0       # eye whites are never teeth
+  assert mouth_measure.strict_mouth(closed)['area'] == 0.0         # eye whites are never teeth
 
 
 def test_strict_metrics_of_an_identical_clip_are_perfect(synth_clip):

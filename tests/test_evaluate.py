@@ -12,6 +12,7 @@ from configs import dae as dae_config
 from configs import s2l as s2l_config
 from daetalker_jax import eval_metrics as em
 from daetalker_jax import evaluate
+from daetalker_jax.evaluation import video as video_lib
 from daetalker_jax.data import dataset
 from tests import _checkpoints
 
@@ -39,7 +40,7 @@ def models(tiny_dataset, tmp_path_factory) -> dict[str, str]:
 
 def test_identical_videos_are_perfect(test_clip):
   real = test_clip['images']
-  m = evaluate.video_metrics(real, real.copy(), test_clip['audio'], kind='synthface')
+  m = video_lib.video_metrics(real, real.copy(), test_clip['audio'], kind='synthface')
   assert math.isinf(m['psnr']) and m['psnr'] > 0
   assert m['ssim'] == pytest.approx(1.0, abs=1e-5)
   assert m['lip_sync_r'] == pytest.approx(1.0, abs=1e-9)
@@ -59,8 +60,8 @@ def test_identical_videos_are_perfect(test_clip):
 def test_video_shifted_against_its_audio_scores_lower(test_clip):
   real = test_clip['images']                                             # (N, 32, 32, 3) synthface crops
   shifted = np.concatenate([real[:1].repeat(3, 0), real[:-3]])           # the video 3 frames late
-  aligned = evaluate.video_metrics(real, real, test_clip['audio'], kind='synthface')
-  late = evaluate.video_metrics(real, shifted, test_clip['audio'], kind='synthface')
+  aligned = video_lib.video_metrics(real, real, test_clip['audio'], kind='synthface')
+  late = video_lib.video_metrics(real, shifted, test_clip['audio'], kind='synthface')
   assert late['lip_sync_r'] < aligned['lip_sync_r'] - 0.2, (late['lip_sync_r'], aligned['lip_sync_r'])
   assert late['lip_sync_lag'] == 3                                       # the lag search finds the delay
   assert late['lip_sync_r_best_lag'] > late['lip_sync_r']
@@ -74,11 +75,11 @@ def test_landmark_metrics_known_case():
   lm[:, 36], lm[:, 45] = (8, 12), (24, 12)                               # inter-ocular distance 16 px
   frames = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
   audio = np.zeros(10 * 640, np.float32)
-  same = evaluate.video_metrics(frames, frames, audio, kind='landmarks', real_landmarks=lm, gen_landmarks=lm)
+  same = video_lib.video_metrics(frames, frames, audio, kind='landmarks', real_landmarks=lm, gen_landmarks=lm)
   assert same['mouth_landmark_distance'] == 0.0 and same['lip_sync_r'] == pytest.approx(1.0)
   moved = lm.copy()
   moved[:, 48:68] += (1.6, 0.0)                                          # mouth 0.1 IOD to the right
-  m = evaluate.video_metrics(frames, frames, audio, kind='landmarks', real_landmarks=lm, gen_landmarks=moved)
+  m = video_lib.video_metrics(frames, frames, audio, kind='landmarks', real_landmarks=lm, gen_landmarks=moved)
   assert m['mouth_landmark_distance'] == pytest.approx(0.1, rel=1e-5)
 
 

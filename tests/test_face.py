@@ -471,9 +471,7 @@ def test_report_warnings(smoothed, tmp_path):
 
 def test_prepare_annotator(video):
   prepare = pytest.importorskip('data_prep.prepare')
-  # This module imported data_prep.face before prepare existed: register explicitly.
-  face.register_with_prepare(prepare)
-  annotator = prepare.make_annotator('auto', 64)
+  annotator = prepare.make_annotator('auto', 64)   # data_prep.face registered 'auto' when imported
   annotator.begin('astronaut.mp4', None)
   frames = video.frames[64:76]
   out = list(annotator.annotate(iter(frames)))

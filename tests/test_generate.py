@@ -1,4 +1,4 @@
-"""Generation (daetalker_jax/generate.py) end to end with tiny random models saved as real checkpoints.
+"""Generation (generate.py over daetalker_jax/inference/) end to end, tiny random models saved as checkpoints.
 
 The checkpoints are fresh-initialised models whose weights are perturbed (diffae zero-initialises every
 output convolution, so an untrained DAE ignores its latent and would make the batching / shared-noise
@@ -16,6 +16,14 @@ from configs import dae as dae_config
 from configs import s2l as s2l_config
 from daetalker_jax import checkpoint
 from daetalker_jax import generate
+from daetalker_jax import inference
+from daetalker_jax.data import contract
+from daetalker_jax.inference import clips as clips_lib
+from daetalker_jax.inference import dae_codec
+from daetalker_jax.inference import loading
+from daetalker_jax.inference import paste_back
+from daetalker_jax.inference import pose as pose_lib
+from daetalker_jax.inference import speech2latent
 from daetalker_jax.data import dataset
 from daetalker_jax.data import video_io
 from tests import _checkpoints
@@ -76,7 +84,7 @@ def test_cli_writes_mp4_with_all_frames_and_the_audio(models, speech, tmp_path, 
   info = video_io.probe(out)
   assert (info.width, info.height) == (32, 32) and info.has_audio and abs(info.fps - 25) < 1e-6
   frames = np.stack(list(video_io.iter_frames(out, info)))
-  expected = generate.num_frames_for(32000)
+  expected = contract.frames_for_samples(32000)
   assert expected == 50
   assert abs(len(frames) - expected) <= 1
   audio = video_io.read_audio_track(out)
@@ -89,10 +97,11 @@ def test_cli_writes_mp4_with_all_frames_and_the_audio(models, speech, tmp_path, 
 def test_batch_size_does_not_change_frames_and_compiles_once(models, speech):
   results = {}
   for batch in (8, 24):
-    prep = generate.prepare(speech['one'], models['dae'], models['s2l'], _opts(batch=batch))
-    results[batch] = np.concatenate(list(generate.iter_output_frames(prep, _opts(batch=batch))))
-    assert prep.decoder.batch == batch and prep.num_frames == 25
-    assert prep.decoder.num_compiles() == 1          # 25 frames = 3 full + 1 padded batch of 8: one program
+    pipeline = inference.DAETalkerPipeline(models['dae'], models['s2l'], _opts(batch=batch))
+    video = pipeline(loading.load_speech(speech['one']))
+    results[batch] = np.concatenate(list(video.frames))
+    assert pipeline.codec.batch == batch and video.num_frames == 25
+    assert pipeline.num_compiles() == 1          # 25 frames = 3 full + 1 padded batch of 8: one program
   a, b = results[8].astype(int), results[24].astype(int)
   assert a.shape == (25, 32, 32, 3)
   assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 0.01
@@ -101,24 +110,24 @@ def test_batch_size_does_not_change_frames_and_compiles_once(models, speech):
 
 
 def test_batch_is_rounded_to_the_device_count(models, speech):
-  prep = generate.prepare(speech['one'], models['dae'], models['s2l'], _opts(batch=3))
-  assert jax.device_count() == 8 and prep.decoder.batch == 8
+  pipeline = inference.load_pipeline('dae_talker', dae=models['dae'], s2l=models['s2l'], options=_opts(batch=3))
+  assert jax.device_count() == 8 and pipeline.codec.batch == 8
 
 
 def test_noise_is_shared_by_every_frame(models):
   model, config = checkpoint.load_model(models['dae'])
-  dec = generate.FrameDecoder(model, config, steps=STEPS, batch=8)
+  dec = dae_codec.DAECodec(model, config, steps=STEPS, batch=8)
   rng = np.random.default_rng(0)
   z = rng.normal(size=(3, 64)).astype(np.float32)
   latents = z[[0, 1, 0, 0, 2, 0, 1, 0, 0, 2, 0]]                  # 11 frames: a full and a padded batch
   x_T = dec.seed_noise(0)
-  frames = np.concatenate(list(dec.iter_frames(latents, x_T))).astype(int)
+  frames = np.concatenate(list(dec.iter_decode(latents, x_T))).astype(int)
   assert frames.shape == (11, 32, 32, 3)
   for i in (2, 3, 5, 7, 8, 10):                                  # identical latents → identical images
     assert np.abs(frames[i] - frames[0]).max() <= 1
   assert np.abs(frames[6] - frames[1]).max() <= 1 and np.abs(frames[9] - frames[4]).max() <= 1
   assert np.abs(frames[1] - frames[0]).mean() > 1.0               # different latents → different images
-  other = np.concatenate(list(dec.iter_frames(latents[:1], dec.seed_noise(1)))).astype(int)
+  other = np.concatenate(list(dec.iter_decode(latents[:1], dec.seed_noise(1)))).astype(int)
   assert np.abs(other[0] - frames[0]).mean() > 1.0                # the seed matters
   assert dec.num_compiles() == 1
 
@@ -126,12 +135,12 @@ def test_noise_is_shared_by_every_frame(models):
 def test_bf16_decoder_close_to_float32_and_streams_in_batches(models):
   model, config = checkpoint.load_model(models['dae'])
   z = np.random.default_rng(1).normal(size=(10, 64)).astype(np.float32)
-  f32 = generate.FrameDecoder(model, config, steps=STEPS, batch=8)
-  bf16 = generate.FrameDecoder(model, config, steps=STEPS, batch=8, bf16=True)
-  batches = list(f32.iter_frames(z, f32.seed_noise(0)))
+  f32 = dae_codec.DAECodec(model, config, steps=STEPS, batch=8)
+  bf16 = dae_codec.DAECodec(model, config, steps=STEPS, batch=8, bf16=True)
+  batches = list(f32.iter_decode(z, f32.seed_noise(0)))
   assert [len(b) for b in batches] == [8, 2]                 # streamed batch by batch, padding dropped
   a = np.concatenate(batches).astype(int)
-  b = np.concatenate(list(bf16.iter_frames(z, bf16.seed_noise(0)))).astype(int)
+  b = np.concatenate(list(bf16.iter_decode(z, bf16.seed_noise(0)))).astype(int)
   assert a.shape == b.shape and not np.array_equal(a, b)     # bf16 really computed in bf16
   assert np.abs(a - b).mean() < 0.1 * np.abs(a - a[::-1]).mean()   # ...and stays close to float32
 
@@ -141,16 +150,17 @@ def test_dataset_options_invert_reference_pose_and_paste_back(models, speech, ti
   ex = next(c for c in dataset.iterate_clips(tiny_dataset, 'train') if c['clip_id'] == clip)
   opts = _opts(noise=f'invert:{clip}:3', pose=f'reference:{clip}', data_dir=str(tiny_dataset),
                paste_back=ex['source'], smooth=1.0)
-  prep = generate.prepare(speech['one'], models['dae'], models['s2l'], opts)
-  assert generate.output_size(opts, prep) == (64, 64)                        # the source's frame size
-  faces = np.concatenate(list(prep.decoder.iter_frames(prep.latents, prep.x_T)))
-  pasted = np.concatenate(list(generate.iter_output_frames(prep, opts)))
+  pipeline = inference.DAETalkerPipeline(models['dae'], models['s2l'], opts)
+  video = pipeline(loading.load_speech(speech['one']))
+  assert pipeline.size == video.size == (64, 64)                             # the source's frame size
+  faces = np.concatenate(list(pipeline.decode(video.info['latents'])))
+  pasted = np.concatenate(list(video.frames))
   assert faces.shape == (25, 32, 32, 3) and pasted.shape == (25, 64, 64, 3)
-  boxes = generate.paste_boxes(str(tiny_dataset), ex['source'])
+  boxes = paste_back.paste_boxes(str(tiny_dataset), ex['source'])
   np.testing.assert_allclose(boxes[ex['start_frame']:][:ex['num_frames']], ex['box'])
   source = list(video_io.iter_frames(ex['source']))
   for k in (0, 13, 24):                                  # output frame k <- source frame k, its box
-    expected = generate.paste_face(source[k], faces[k], boxes[k])
+    expected = paste_back.paste_face(source[k], faces[k], boxes[k])
     assert np.abs(pasted[k].astype(int) - expected).max() <= 1
     # Feathered: the box centre shows the face, the frame's corner pixel stays (almost) the source.
     assert np.abs(pasted[k, 0, 0].astype(int) - source[k][0, 0]).max() <= 8
@@ -159,10 +169,10 @@ def test_dataset_options_invert_reference_pose_and_paste_back(models, speech, ti
 
 def test_invert_noise_differs_from_seed_noise(models, tiny_dataset):
   model, config = checkpoint.load_model(models['dae'])
-  dec = generate.FrameDecoder(model, config, steps=STEPS, batch=8)
+  dec = dae_codec.DAECodec(model, config, steps=STEPS, batch=8)
   clip = dataset.clip_ids(tiny_dataset, 'train')[0]
-  img = generate.reference_frame(str(tiny_dataset), clip, 0)
-  x_T = dec.inverted_noise(img)
+  img = clips_lib.reference_frame(str(tiny_dataset), clip, 0)
+  x_T = dec.invert(img[None])
   assert x_T.shape == (1, 32, 32, 3) and np.isfinite(x_T).all()
   assert np.abs(x_T - dec.seed_noise(0)).mean() > 0.1
 
@@ -171,8 +181,8 @@ def test_invert_noise_differs_from_seed_noise(models, tiny_dataset):
 # speech2latent windows, pose, smoothing.
 # --------------------------------------------------------------------------------------------------------
 def test_window_starts_cover_and_overlap():
-  assert generate.window_starts(100, 750, 50) == [0]
-  starts = generate.window_starts(100, 40, 10)
+  assert speech2latent.window_starts(100, 750, 50) == [0]
+  starts = speech2latent.window_starts(100, 40, 10)
   assert starts == [0, 30, 60]
   covered = np.zeros(100, int)
   for s in starts:
@@ -183,13 +193,13 @@ def test_window_starts_cover_and_overlap():
 def test_chunked_latents_equal_single_window_where_only_one_window_covers(models):
   model, _ = checkpoint.load_model(models['s2l'])
   audio = np.random.default_rng(0).normal(0, 0.1, 100 * 640).astype(np.float32)
-  full, _ = generate.predict_latents(model, audio, pose=None, chunk_frames=750)
-  chunked, pose = generate.predict_latents(model, audio, pose=None, chunk_frames=40, overlap_frames=10)
+  full, _ = speech2latent.predict_latents(model, audio, pose=None, chunk_frames=750)
+  chunked, pose = speech2latent.predict_latents(model, audio, pose=None, chunk_frames=40, overlap_frames=10)
   assert chunked.shape == (100, 64) and pose.shape == (100, 3)
-  first, _ = generate.predict_latents(model, audio[:40 * 640], pose=None, chunk_frames=40)
+  first, _ = speech2latent.predict_latents(model, audio[:40 * 640], pose=None, chunk_frames=40)
   np.testing.assert_allclose(chunked[:30], first[:30], atol=1e-5)   # frames 0..29: only window 0
   # Crossfade: the blend lies between the two windows' predictions in the shared frames 30..39.
-  second, _ = generate.predict_latents(model, audio[30 * 640:70 * 640], pose=None, chunk_frames=40)
+  second, _ = speech2latent.predict_latents(model, audio[30 * 640:70 * 640], pose=None, chunk_frames=40)
   lo, hi = np.minimum(first[30:40], second[:10]), np.maximum(first[30:40], second[:10])
   assert np.all(chunked[30:40] >= lo - 1e-5) and np.all(chunked[30:40] <= hi + 1e-5)
   assert np.abs(chunked - full).mean() < np.abs(full).mean()          # same signal, other context only
@@ -199,38 +209,38 @@ def test_pose_options(models, tmp_path):
   model, _ = checkpoint.load_model(models['s2l'])
   audio = np.random.default_rng(1).normal(0, 0.1, 30 * 640).astype(np.float32)
   zeros = np.zeros((30, 3), np.float32)
-  still, _ = generate.predict_latents(model, audio, pose=zeros)
-  predicted, pose_pred = generate.predict_latents(model, audio, pose=None)
-  muted, _ = generate.predict_latents(model, audio, pose=None, pose_gain=0.0)
+  still, _ = speech2latent.predict_latents(model, audio, pose=zeros)
+  predicted, pose_pred = speech2latent.predict_latents(model, audio, pose=None)
+  muted, _ = speech2latent.predict_latents(model, audio, pose=None, pose_gain=0.0)
   np.testing.assert_allclose(muted, still, atol=1e-6)                 # --pose-scale 0 == still
   assert np.abs(predicted - still).mean() > 1e-3                      # the pose adaptor is used
-  supplied, _ = generate.predict_latents(model, audio, pose=pose_pred)
+  supplied, _ = speech2latent.predict_latents(model, audio, pose=pose_pred)
   np.testing.assert_allclose(supplied, predicted, atol=1e-5)          # predicted == its own pose supplied
   np.save(tmp_path / 'pose.npy', np.ones((7, 3), np.float32))
-  track = generate.pose_track('file', str(tmp_path / 'pose.npy'), 30, '')
+  track = pose_lib.pose_track('file', str(tmp_path / 'pose.npy'), 30, '')
   assert track.shape == (30, 3)
   np.save(tmp_path / 'bad.npy', np.ones((7, 2), np.float32))
   with pytest.raises(generate.GenerateError, match=r'bad.npy: expected an \(N, 3\) array'):
-    generate.pose_track('file', str(tmp_path / 'bad.npy'), 30, '')
+    pose_lib.pose_track('file', str(tmp_path / 'bad.npy'), 30, '')
 
 
 def test_smooth_latents():
   rng = np.random.default_rng(0)
   z = rng.normal(size=(200, 4)).astype(np.float32)
-  s = generate.smooth_latents(z, 2.0)
+  s = speech2latent.smooth_latents(z, 2.0)
   assert s.shape == z.shape and np.std(np.diff(s, axis=0)) < 0.3 * np.std(np.diff(z, axis=0))
-  np.testing.assert_allclose(generate.smooth_latents(np.full((50, 3), 2.5, np.float32), 3.0), 2.5, atol=1e-5)
-  assert generate.smooth_latents(z, 0.0) is z
+  np.testing.assert_allclose(speech2latent.smooth_latents(np.full((50, 3), 2.5, np.float32), 3.0), 2.5, atol=1e-5)
+  assert speech2latent.smooth_latents(z, 0.0) is z
 
 
 def test_paste_face_feathers_into_the_box():
   frame = np.full((40, 60, 3), 10, np.uint8)
   face = np.full((16, 16, 3), 200, np.uint8)
-  out = generate.paste_face(frame, face, np.array([20, 4, 52, 36], np.float32))   # 32 px box
+  out = paste_back.paste_face(frame, face, np.array([20, 4, 52, 36], np.float32))   # 32 px box
   assert out[20, 36].tolist() == [200, 200, 200]                                  # box centre
   assert out[20, 5].tolist() == [10, 10, 10] and out[2, 36].tolist() == [10, 10, 10]  # outside
   assert 10 < out[20, 21, 0] < 200                                                # feathered edge
-  partly_outside = generate.paste_face(frame, face, np.array([44, -10, 76, 22], np.float32))
+  partly_outside = paste_back.paste_face(frame, face, np.array([44, -10, 76, 22], np.float32))
   assert partly_outside.shape == frame.shape and partly_outside[5, 59, 0] > 100
 
 

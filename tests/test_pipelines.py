@@ -1,9 +1,11 @@
 """tf.data pipelines over a dataset prepared from tiny ffmpeg-made videos."""
 
 import json
+import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from daetalker_jax.data import dataset
 from daetalker_jax.data import pipelines
@@ -61,9 +63,8 @@ def test_frames_mouth_box_from_landmarks(tiny_dataset, data_dir):
   mouth = clip['landmarks'][b['frame'][0], 48:68] / 32
   np.testing.assert_allclose(box[0], np.concatenate([mouth.min(0), mouth.max(0)]), atol=1e-6)
   flipped = next(pipelines.frames_pipeline(tiny_dataset, 'train', image_size=32, batch_size=64, seed=0,
-                                           hflip=True, shuffle_buffer=1))
-  plain = next(pipelines.frames_pipeline(tiny_dataset, 'train', image_size=32, batch_size=64, seed=0,
-                                         shuffle_buffer=1))
+                                           hflip=True))
+  plain = next(pipelines.frames_pipeline(tiny_dataset, 'train', image_size=32, batch_size=64, seed=0))
   was_flipped = np.abs(flipped['image'] - plain['image'][:, :, ::-1]).max(axis=(1, 2, 3)) < 1e-6
   assert 0 < was_flipped.sum() < 64
   np.testing.assert_allclose(flipped['mouth_box'][was_flipped][:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [1, 0, 1, 0],
@@ -74,8 +75,7 @@ def test_frames_mouth_box_from_landmarks(tiny_dataset, data_dir):
 
 def test_frames_deterministic(data_dir):
   def first(seed):
-    it = pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=4, seed=seed,
-                                   shuffle_buffer=64)
+    it = pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=4, seed=seed)
     return np.concatenate([b['image'] for b in _take(it, 3)])
   a, b, c = first(0), first(0), first(1)
   np.testing.assert_array_equal(a, b)
@@ -100,17 +100,75 @@ def test_frames_eval_covers_each_frame_once_and_shards(data_dir, clips):
     assert seen[0] | seen[1] == {(cid, f) for cid, c in clips[split].items() for f in range(c['num_frames'])}
 
 
-def test_frames_train_shards_disjoint(data_dir, clips):
-  # Training shuffles across epoch boundaries; with a 1-frame buffer the first batch is exactly
-  # each process's share of the first epoch (the clip order, seeded alike, is common to both).
-  half = sum(c['num_frames'] for c in clips['train'].values()) // 2
-  ids = []
-  for p in range(2):
-    it = pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=half, seed=0,
-                                   process_index=p, process_count=2, with_ids=True, shuffle_buffer=1)
-    b = next(it)
-    ids.append({(c.decode(), int(f)) for c, f in zip(b['clip_id'], b['frame'])})
-  assert len(ids[0]) == len(ids[1]) == half and not ids[0] & ids[1]
+def _all_frames(clips):
+  return {(cid, f) for cid, c in clips.items() for f in range(c['num_frames'])}
+
+
+def _rows(batches, *keys):
+  return [tuple(k.decode() if isinstance(k, bytes) else int(k) for k in row)
+          for b in batches for row in zip(*(b[k] for k in keys))]
+
+
+@pytest.mark.parametrize('count', [2, 3])
+def test_frames_train_shards_read_only_their_records(data_dir, clips, count):
+  """Each process's first epoch is its own contiguous share, every frame once; shares are disjoint, cover the
+  split and are balanced; a process reads only the records (clips) holding its share."""
+  total = sum(c['num_frames'] for c in clips['train'].values())
+  seen = []
+  for p in range(count):
+    share = pipelines.frame_share(data_dir, 'train', p, count)
+    size = total * (p + 1) // count - total * p // count
+    assert share.num_frames == size
+    assert len(share.clip_ids) < len(clips['train'])  # not every record: only those that hold its frames
+    it = pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=3, seed=0,
+                                   process_index=p, process_count=count, with_ids=True)
+    got = _rows(_take(it, -(-size // 3)), 'clip_id', 'frame')[:size]
+    assert len(set(got)) == size  # one epoch: each of its frames exactly once
+    assert {cid for cid, _ in got} == set(share.clip_ids)
+    seen.append(set(got))
+  assert sum(map(len, seen)) == total and set().union(*seen) == _all_frames(clips['train'])
+
+
+def test_frames_train_epochs_are_fresh_permutations(data_dir, clips):
+  total = sum(c['num_frames'] for c in clips['train'].values())
+  it = pipelines.frames_pipeline(data_dir, 'train', image_size=SIZE, batch_size=total, seed=0, with_ids=True)
+  e0, e1 = (_rows([next(it)], 'clip_id', 'frame') for _ in range(2))
+  assert set(e0) == set(e1) == _all_frames(clips['train']) and e0 != e1
+  assert e0 != sorted(e0)  # shuffled, not record order
+
+
+def _count_decodes(monkeypatch) -> tf.Variable:
+  """Counts the JPEG decodes of pipelines built after the call."""
+  calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+  decode = pipelines._decode_jpeg  # pylint: disable=protected-access
+
+  def counting(jpeg):
+    with tf.control_dependencies([calls.assign_add(1)]):
+      return tf.identity(decode(jpeg))
+  monkeypatch.setattr(pipelines, '_decode_jpeg', counting)
+  return calls
+
+
+@pytest.mark.parametrize('process_index', [0, 1])
+def test_frames_resume_matches_uninterrupted_without_decoding_skipped(data_dir, monkeypatch, process_index):
+  calls = _count_decodes(monkeypatch)
+  B, N, M = 4, 150, 3  # 600 skipped frames: several epochs of a process's share, and a batch across epochs
+  kw = dict(image_size=SIZE, batch_size=B, seed=0, hflip=True, with_ids=True, process_index=process_index,
+            process_count=2)
+  full = _take(pipelines.frames_pipeline(data_dir, 'train', **kw), N + M)
+  assert int(calls.numpy()) >= (N + M) * B
+  calls.assign(0)
+  resumed = _take(pipelines.frames_pipeline(data_dir, 'train', start_batch=N, **kw), M)
+  decoded = int(calls.numpy())
+  for a, b in zip(full[N:], resumed, strict=True):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  assert decoded < N * B // 4, decoded  # only what is read ahead of the M batches, none of the N skipped
+  # Resuming deep into a run costs no more than resuming at step N.
+  calls.assign(0)
+  next(pipelines.frames_pipeline(data_dir, 'train', start_batch=10**9, **kw))
+  assert int(calls.numpy()) < N * B // 4
 
 
 def test_windows_train(data_dir, clips):
@@ -161,6 +219,70 @@ def test_windows_eval_and_process_shards(data_dir, clips):
     per_proc.append(ids)
   assert not per_proc[0] & per_proc[1]
   assert per_proc[0] | per_proc[1] == set(clips['train'])
+
+
+def test_windows_train_shards_by_clip(data_dir, clips):
+  """Training windows of two processes come from disjoint halves of the clips, together all of them."""
+  per_proc = []
+  for p in range(2):
+    share = pipelines.clip_share(data_dir, 'train', p, 2)
+    it = pipelines.windows_pipeline(data_dir, 'train', window=W, batch_size=2, seed=0, process_index=p,
+                                    process_count=2, with_ids=True)
+    ids = {cid for cid, _ in _rows(_take(it, 10), 'clip_id', 'start')}
+    assert ids == set(share.clip_ids)
+    per_proc.append(ids)
+  assert not per_proc[0] & per_proc[1] and per_proc[0] | per_proc[1] == set(clips['train'])
+
+
+def test_windows_resume_matches_uninterrupted(data_dir):
+  N, M = 40, 3  # 120 skipped windows: many epochs (a few windows per epoch)
+  kw = dict(window=W, batch_size=3, seed=0, with_ids=True, process_index=1, process_count=2)
+  full = _take(pipelines.windows_pipeline(data_dir, 'train', **kw), N + M)
+  resumed = _take(pipelines.windows_pipeline(data_dir, 'train', start_batch=N, **kw), M)
+  for a, b in zip(full[N:], resumed, strict=True):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  # Fresh random starts every epoch (this share's clips, of 20 and 25 frames, allow 13 + 18 starts).
+  assert len(set(_rows(full, 'clip_id', 'start'))) > 20
+  start = time.perf_counter()
+  next(pipelines.windows_pipeline(data_dir, 'train', start_batch=10**12, **kw))  # positioned, not replayed
+  assert time.perf_counter() - start < 60
+
+
+def _write_latents(data_dir, clips, name, dim=4):
+  """Latents z[k] = k (every dim) for every clip of every split, stats mean 1 / std 2."""
+  folder = data_dir / 'latents' / name
+  folder.mkdir(parents=True, exist_ok=True)
+  for split in ('train', 'val', 'test'):
+    for cid, c in clips[split].items():
+      z = np.arange(c['num_frames'], dtype=np.float32)[:, None] * np.ones(dim, np.float32)
+      np.save(folder / f'{cid}.npy', z)
+  (folder / 'stats.json').write_text(json.dumps(dict(mean=[1.0] * dim, std=[2.0] * dim, dim=dim)))
+
+
+@pytest.mark.parametrize('task', ['dae', 's2l'])
+def test_task_stream_resumes_at_start_step(data_dir, clips, task):
+  """The tasks' `make_datasets(..., start_step=N)` gives what an uninterrupted stream gives after N batches."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f'configs.{task}').get_config('variant=tiny')
+  config.data.data_dir = str(data_dir)
+  config.batch_size = 4
+  if task == 'dae':
+    from daetalker_jax.tasks import dae as module  # pylint: disable=g-import-not-at-top
+    config.num_eval_images = 2
+  else:
+    from daetalker_jax.tasks import speech2latent as module  # pylint: disable=g-import-not-at-top
+    _write_latents(data_dir, clips, 'resume_z')
+    config.data.latents, config.data.window, config.num_eval_windows = 'resume_z', W, 4
+  N, M = 30, 2
+  full, _ = module.make_datasets(config, 1, 2)
+  full = _take(full, N + M)[N:]
+  resumed, _ = module.make_datasets(config, 1, 2, start_step=N)
+  for a, b in zip(full, _take(resumed, M), strict=True):
+    assert a.keys() == b.keys() and a['image' if task == 'dae' else 'audio'].shape[0] == 2
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_windows_latents(data_dir, clips):

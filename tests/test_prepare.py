@@ -8,7 +8,9 @@ import pytest
 
 from daetalker_jax.data import audio as audio_lib
 from daetalker_jax.data import dataset
+from daetalker_jax.data import contract
 from daetalker_jax.data import video_io
+from data_prep import annotators
 from data_prep import prepare
 from tests import _videos
 
@@ -25,7 +27,7 @@ def built(tmp_path_factory):
 
 
 def _no_leftovers(parent: pathlib.Path, name: str) -> None:
-  left = [p.name for p in parent.iterdir() if p.name.startswith(name)]
+  left = [p.name for p in parent.iterdir() if p.name.lstrip('.').startswith(name)]   # temp folders are hidden
   assert not left, f'left behind: {left}'
 
 
@@ -107,7 +109,7 @@ def test_dataset_contents(built):
     np.testing.assert_allclose(levels, [_videos.frame_level(i) for i in src_k], atol=4)
     if 'fast' not in c['clip_id']:
       # Audio sample 640*k belongs to frame k: the tone is exactly in the loud frames.
-      energy = np.square(c['audio'].astype(np.float64).reshape(n, 640) / 32768).mean(1)
+      energy = np.square(contract.int16_to_float(c['audio'], np.float64).reshape(n, 640)).mean(1)
       assert set(k[energy > 0.01]) == set(_videos.LOUD) & set(k), c['clip_id']
     if c['clip_id'].startswith('synth'):
       np.testing.assert_allclose(c['pose'], _videos.sidecar_pose(pathlib.Path(c['source']))[k], atol=1e-5)
@@ -197,7 +199,7 @@ def test_bad_inputs(tmp_path, capsys):
   _videos.make_video(good / 'a.mp4')
   if not (pathlib.Path(prepare.__file__).parent / 'face.py').exists():
     _assert_fails(capsys, good, out, 'crop=auto needs data_prep.face', '--crop', 'auto')
-  _assert_fails(capsys, good, out, 'unknown --crop', '--crop', 'fancy')
+  _assert_fails(capsys, good, out, "--crop fancy: unknown annotator 'fancy'; choose from auto, box", '--crop', 'fancy')
   _assert_fails(capsys, good, out, 'expected box:x0,y0,x1,y1', '--crop', 'box:1,2')
   _assert_fails(capsys, good, out, 'lies outside', '--crop', 'box:100,100,120,120')
   _assert_fails(capsys, good, out, '--val-fraction', '--val-fraction', '0.6', '--test-fraction', '0.5')
@@ -230,7 +232,8 @@ def test_mixed_folder(tmp_path, capsys):
   _no_leftovers(tmp_path, 'data.')
 
 
-class _FailingAnnotator(prepare.FrameAnnotator):
+@annotators.register('failing_for_test')
+class _FailingAnnotator(annotators.FrameAnnotator):
   """A real annotator that breaks on frame 10 of its second video (a crash mid-build)."""
 
   def __init__(self, arg, size):
@@ -243,11 +246,10 @@ class _FailingAnnotator(prepare.FrameAnnotator):
   def annotate_frame(self, frame, index):
     if self.videos == 2 and index == 10:
       raise RuntimeError('annotator crashed')
-    return prepare.Annotation(box=(0, 0, frame.shape[1], frame.shape[1]), drop='blurry' if index == 3 else None)
+    return annotators.Annotation(box=(0, 0, frame.shape[1], frame.shape[1]), drop='blurry' if index == 3 else None)
 
 
 def test_crash_leaves_nothing(tmp_path):
-  prepare.register_annotator('failing_for_test', _FailingAnnotator)
   src = tmp_path / 'src'
   for i in range(2):
     _videos.make_video(src / f'v{i}.mp4', num_frames=20, width=40, height=40)
@@ -258,15 +260,16 @@ def test_crash_leaves_nothing(tmp_path):
 
 
 def test_dropped_frames_split_clips(tmp_path):
-  class DropAnnotator(prepare.FrameAnnotator):
+  @annotators.register('drop_for_test')
+  class DropAnnotator(annotators.FrameAnnotator):
     def __init__(self, arg, size):
       del arg, size
 
     def annotate_frame(self, frame, index):
       lm = np.tile([[10.0, 20.0]], (68, 1))
-      return prepare.Annotation(box=(0, 0, 40, 40), landmarks=lm, pose=np.array([1., 2., 3.]),
-                                drop='no_face' if index in (8, 9, 21) else None)
-  prepare.register_annotator('drop_for_test', DropAnnotator)
+      return annotators.Annotation(box=(0, 0, 40, 40), landmarks=lm, pose=np.array([1., 2., 3.]),
+                                   drop='no_face' if index in (8, 9, 21) else None)
+  del DropAnnotator  # registered
   src = tmp_path / 'src'
   _videos.make_video(src / 'v.mp4', num_frames=30, width=40, height=40)
   report = prepare.prepare(src, tmp_path / 'data', size=SIZE, crop='drop_for_test',
@@ -301,3 +304,11 @@ def test_face_crop_from_synthface_landmarks(synth_videos, tiny_dataset, tmp_path
     assert mouth(lm) > 1.15 * mouth(np.asarray(whole[cid]['landmarks'])), cid
   with pytest.raises(prepare.PrepareError, match='face:x'):
     prepare.make_annotator('face:x', 32)
+
+
+def test_annotator_registry():
+  assert {'auto', 'box', 'face', 'none'} <= set(annotators.names())
+  assert annotators.get('box') is prepare.FixedBoxAnnotator
+  # An unknown name is a one-line error that lists the choices.
+  with pytest.raises(prepare.PrepareError, match=r"--crop nope:1: unknown annotator 'nope'; choose from auto, box"):
+    prepare.make_annotator('nope:1', 32)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from daetalker_jax.data import contract
 from daetalker_jax.data import dataset
 from daetalker_jax.data import video_io
 from data_prep import prepare
@@ -84,7 +85,7 @@ def per_frame(clips: list[dict], total: int):
     side[k] = box[:, 2] - box[:, 0]
     pose[k] = c['pose']
     bright[k] = c['images'].reshape(len(k), -1).mean(1)
-    audio[k[0] * 640:(k[-1] + 1) * 640] = c['audio'] / 32768.0
+    audio[k[0] * 640:(k[-1] + 1) * 640] = contract.int16_to_float(c['audio'], np.float64)
   return centre, side, pose, bright, kept, audio
 
 
@@ -95,7 +96,7 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def no_leftovers(parent: pathlib.Path, name: str) -> None:
-  left = [p.name for p in parent.iterdir() if p.name.startswith(name)]
+  left = [p.name for p in parent.iterdir() if p.name.lstrip('.').startswith(name)]   # temp folders are hidden
   assert not left, f'left behind: {left}'
 
 

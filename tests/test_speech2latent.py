@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from configs import s2l as s2l_config
+from daetalker_jax.importers import wav2vec2 as w2v_import
 from daetalker_jax.models import speech2latent as s2l
 from daetalker_jax.models import wav2vec2 as w2v
 
@@ -172,5 +173,7 @@ def test_config_variants_build(variant):
     assert cfg.d_model == 512 and cfg.num_encoder_blocks == cfg.num_decoder_blocks == 4
   with pytest.raises(ValueError, match='unknown model config fields'):
     s2l.config_from_dict(dict(config.model, bogus=1))
+  with pytest.raises(ValueError, match='needs the wav2vec2 architecture'):
+    s2l.config_from_dict(dict(config.model, frontend='wav2vec2'))   # the model module reads no files
   with pytest.raises(ValueError, match='needs model.wav2vec2_path'):
-    s2l.config_from_dict(dict(config.model, frontend='wav2vec2'))
+    w2v_import.s2l_config(dict(config.model, frontend='wav2vec2'))

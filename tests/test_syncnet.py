@@ -7,6 +7,7 @@ from flax import nnx
 from torch import nn
 
 from daetalker_jax import eval_metrics
+from daetalker_jax.data import contract
 from daetalker_jax.importers import syncnet as syncnet_import
 from daetalker_jax.models import syncnet as syncnet_lib
 
@@ -188,7 +189,7 @@ def test_sync_scores_matches_script(reference):
   audio = (0.3 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 4 * t) > 0)
            + 0.01 * rng.normal(size=t.size)).astype(np.float32)
   bgr = np.stack([cv2.resize(f, (224, 224))[..., ::-1] for f in frames])
-  audio16 = np.clip(np.round(audio.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
+  audio16 = contract.float_to_int16(audio)
   want = torch_evaluate(torch_model, bgr, audio16, vshift=2)
 
   im_feat, cc_feat = eval_metrics.syncnet_embeddings(frames, audio, model, batch_size=4)  # 2 batches, 1 padded

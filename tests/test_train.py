@@ -32,7 +32,7 @@ MICRO_FLAGS = [
     '--config.model.model_channels=32', '--config.model.channel_mult=(1,2)',
     '--config.model.enc_channel_mult=(1,2)', '--config.model.embed_channels=32',
     '--config.model.enc_out_channels=32', '--config.model.enc_num_res_block=1',
-    '--config.num_eval_images=4', '--config.diffusion.sample_steps=2', '--config.data.shuffle_buffer=64',
+    '--config.num_eval_images=4', '--config.diffusion.sample_steps=2',
 ]
 
 

@@ -133,14 +133,14 @@ def test_layer_mix():
 
 
 def test_speech2latent_frontend_uses_imported_model(tmp_path):
-  """configs -> S2LConfig with wav2vec2_path -> load_pretrained_frontend gives HF's features at 2 per frame."""
+  """configs -> s2l_config (architecture from wav2vec2_path) -> load_wav2vec2_into: HF's features at 2 per frame."""
   from daetalker_jax.data import features
   from daetalker_jax.models import speech2latent as s2l
   path, hf = _tiny_hf(tmp_path, 'large', seed=5)
-  cfg = s2l.config_from_dict(dict(frontend='wav2vec2', wav2vec2_path=path, wav2vec2_layer=1, d_model=16,
-                                  num_heads=2, num_encoder_blocks=1, num_decoder_blocks=1, latent_dim=8))
+  cfg = w2v_import.s2l_config(dict(frontend='wav2vec2', wav2vec2_path=path, wav2vec2_layer=1, d_model=16,
+                                   num_heads=2, num_encoder_blocks=1, num_decoder_blocks=1, latent_dim=8))
   model = s2l.Speech2Latent(cfg, rngs=nnx.Rngs(0))
-  model.load_pretrained_frontend()
+  w2v_import.load_wav2vec2_into(model.wav2vec2, cfg.wav2vec2_path)
   w = 5
   audio = (0.2 * np.random.default_rng(2).standard_normal((1, w * 640)) + 0.05).astype(np.float32)
   feats = np.asarray(nnx.jit(lambda m, a: m.frontend_features(a, jnp.ones((1, w), bool)))(model, audio))

@@ -14,9 +14,9 @@ import subprocess
 import numpy as np
 import scipy.signal
 
+from daetalker_jax.data import contract
 from daetalker_jax.data import video_io
-
-SAMPLE_RATE = video_io.SAMPLE_RATE
+from daetalker_jax.data.contract import SAMPLE_RATE
 
 
 class AudioError(ValueError):
@@ -55,14 +55,14 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.nda
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
   """float [-1, 1] → int16 (clipped), the storage format of the dataset."""
-  return video_io.to_int16(audio)
+  return contract.float_to_int16(audio)
 
 
 def to_float32(audio: np.ndarray) -> np.ndarray:
   """int16 → float32 in [-1, 1); float input is returned as float32 unchanged."""
   audio = np.asarray(audio)
   if audio.dtype == np.int16:
-    return audio.astype(np.float32) / 32768.0
+    return contract.int16_to_float(audio)
   return audio.astype(np.float32)
 
 

@@ -93,6 +93,27 @@ def clip_ids(data_dir: str | pathlib.Path, split: str) -> list[str]:
   return sorted(out)
 
 
+def clip_table(data_dir: str | pathlib.Path, split: str) -> list[tuple[str, int]]:
+  """(clip_id, num_frames) of a split's clips in record order, from the manifest (no shard is read).
+
+  data_prep writes a split's records sorted by clip id, so this is also the order of `load_clips`;
+  the pipelines plan per-process shares with it and check it against the records they read.
+  """
+  splits = get_builder(data_dir).info.splits  # first: names a folder that is no dataset at all
+  table = {}
+  for src in read_manifest(data_dir)['sources']:
+    for c in src.get('clips', []):
+      if c.get('split') == split:
+        if 'num_frames' not in c:
+          raise DatasetError(f'{data_dir}: manifest.json gives no num_frames for clip {c["clip_id"]} '
+                             '(prepare the dataset again)')
+        table[c['clip_id']] = int(c['num_frames'])
+  if split in splits and len(table) != num_clips(data_dir, split):
+    raise DatasetError(f'{data_dir}: manifest.json lists {len(table)} clips of split {split!r}, '
+                       f'the records hold {num_clips(data_dir, split)}')
+  return sorted(table.items())
+
+
 def iterate_clips(data_dir: str | pathlib.Path, split: str) -> Iterator[dict[str, Any]]:
   """Yields whole clips as numpy: clip_id (str), source (str), start_frame, num_frames, fps,
   images uint8 (N, S, S, 3), pose float32 (N, 3), landmarks float32 (N, 68, 2),

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLE_RATE = 16_000      # Hz, the data contract's audio rate
-VIDEO_FPS = 25            # frames per second of the video
-SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS   # 640 audio samples per video frame
+from daetalker_jax.data import contract
+from daetalker_jax.data.contract import SAMPLE_RATE, SAMPLES_PER_FRAME  # 16 kHz, 640 samples per video frame
+
 N_FFT = 400               # 25 ms analysis window
 HOP = 160                 # 10 ms hop -> 100 Hz mel frames
 N_MELS = 80               # mel bins
@@ -46,7 +46,7 @@ def validate_audio(audio, sample_rate: int, *, name: str = 'audio') -> np.ndarra
                      '(resample first, e.g. librosa.resample)')
   audio = np.asarray(audio)
   if audio.dtype == np.int16:
-    audio = audio.astype(np.float32) / 32768.0
+    audio = contract.int16_to_float(audio)
   audio = audio.astype(np.float32, copy=False)
   if audio.ndim == 2 and audio.shape[1] == 2 and audio.shape[0] > 2:
     raise ValueError(f'{name}: audio shaped {audio.shape} looks like stereo; mix it down to mono first')

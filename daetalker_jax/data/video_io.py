@@ -25,9 +25,8 @@ import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 
-FPS = 25
-SAMPLE_RATE = 16_000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from daetalker_jax.data import contract
+from daetalker_jax.data.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # also video_io.FPS etc. for callers
 
 # A decode that yields fewer frames than the container's duration promises by more than this is
 # reported as a truncated file (a few frames of slack for rounding and encoder delay).
@@ -215,10 +214,7 @@ def read_video(path: str | os.PathLike[str], *, require_audio: bool = True) -> D
   return DecodedVideo(info=info, frames=iter_frames(path, info), raw_audio=audio)
 
 
-def to_int16(audio: np.ndarray) -> np.ndarray:
-  """float [-1, 1] → int16 (× 32768, clipped): the inverse of every reader's int16 / 32768, so a
-  read → write round trip keeps the samples exactly."""
-  return np.clip(np.round(np.asarray(audio, np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+to_int16 = contract.float_to_int16   # float [-1, 1] → int16; the inverse of every reader's int16 / 32768
 
 
 class VideoWriter:

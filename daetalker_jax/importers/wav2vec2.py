@@ -11,6 +11,7 @@ naming the folder and the key. The positional conv's weight norm (`weight_g`/`we
 
 Usage:
   model = load_wav2vec2(path, rngs=nnx.Rngs(0))            # build from config.json and load
+  cfg = s2l_config(config.model)                            # speech2latent config, architecture from the folder
   load_wav2vec2_into(model.wav2vec2, path)                  # or load into an existing module
 """
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from daetalker_jax.models import speech2latent
 from daetalker_jax.models import wav2vec2
 
 # Checkpoint keys that are not part of the base encoder.
@@ -44,6 +46,18 @@ def read_config(path: str) -> wav2vec2.Wav2Vec2Config:
   if model_type != 'wav2vec2':
     raise ValueError(f'{cfg_path}: model_type is {model_type!r}, expected "wav2vec2"')
   return wav2vec2.Wav2Vec2Config.from_hf_dict(d, where=cfg_path)
+
+
+def s2l_config(model_config: Any, *, dtype: str | None = None, remat: bool | None = None
+               ) -> speech2latent.S2LConfig:
+  """`speech2latent.config_from_dict`, with the wav2vec2 architecture read from `wav2vec2_path/config.json`
+  when the front end is wav2vec2 (the model module reads no files)."""
+  d = dict(model_config)
+  if d.get('frontend') == 'wav2vec2' and d.get('wav2vec2') is None:
+    if not d.get('wav2vec2_path'):
+      raise ValueError('speech2latent: frontend=wav2vec2 needs model.wav2vec2_path (a local HF folder)')
+    d['wav2vec2'] = read_config(d['wav2vec2_path'])
+  return speech2latent.config_from_dict(d, dtype=dtype, remat=remat)
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:

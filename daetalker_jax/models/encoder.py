@@ -7,15 +7,11 @@ pool='adaptivenonzero'): the res blocks have only their first half (GN-SiLU-conv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 from flax import nnx
 
 from daetalker_jax.models import layers
-
-if TYPE_CHECKING:
-  from daetalker_jax.models.unet import UNetConfig
+from daetalker_jax.models.unet_config import UNetConfig
 
 
 class SemanticEncoder(nnx.Module):

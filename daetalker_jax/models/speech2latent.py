@@ -23,8 +23,10 @@ degrees before calling the model and scales `pose_pred` back for reporting.
 
 Frozen wav2vec2: its parameters live under the `wav2vec2` attribute; its outputs are stop-gradient'ed
 and it never runs dropout. Give the optimizer `TRAINABLE` (`nnx.Optimizer(model, tx, wrt=TRAINABLE)`) so
-that it holds no state for them. Load the pretrained weights with `model.load_pretrained_frontend()`
-after construction (and before restoring a checkpoint, which contains them too).
+that it holds no state for them. Models do no file I/O: `importers.wav2vec2.s2l_config` reads the
+wav2vec2 architecture from `wav2vec2_path`, and `importers.wav2vec2.load_wav2vec2_into(model.wav2vec2,
+wav2vec2_path)` loads the pretrained weights after construction (the task's `load_pretrained` does both;
+a checkpoint contains them too).
 """
 
 import dataclasses
@@ -34,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from daetalker_jax.data import contract
 from daetalker_jax.data import features
 from daetalker_jax.models import conformer
 from daetalker_jax.models import wav2vec2 as w2v
@@ -58,7 +61,7 @@ class S2LConfig:
   wav2vec2_path: str = ''           # local HF folder (config.json + weights) for frontend='wav2vec2'
   wav2vec2_layer: int = -1          # hidden state to use (0 = input of layer 1); -1 = learned weighted sum
   wav2vec2_normalize: bool = True   # zero-mean/unit-variance waveform per window (HF do_normalize)
-  wav2vec2: w2v.Wav2Vec2Config | None = None   # wav2vec2 architecture (read from wav2vec2_path)
+  wav2vec2: w2v.Wav2Vec2Config | None = None   # wav2vec2 architecture (importers.wav2vec2.s2l_config reads it)
   d_model: int = 512                # Conformer width
   num_heads: int = 4                # attention heads
   num_encoder_blocks: int = 4       # speech encoder Conformer blocks
@@ -76,15 +79,16 @@ class S2LConfig:
     if self.frontend not in ('logmel', 'wav2vec2'):
       raise ValueError(f"speech2latent: model.frontend must be 'logmel' or 'wav2vec2', got {self.frontend!r}")
     if self.frontend == 'wav2vec2' and self.wav2vec2 is None:
-      raise ValueError('speech2latent: frontend=wav2vec2 needs model.wav2vec2_path (a local HF folder)')
+      raise ValueError('speech2latent: frontend=wav2vec2 needs the wav2vec2 architecture; build the config '
+                       'with importers.wav2vec2.s2l_config, which reads it from model.wav2vec2_path')
 
 
 def config_from_dict(d: Any, *, dtype: str | None = None, remat: bool | None = None) -> S2LConfig:
   """Builds `S2LConfig` from `config.model` (a ConfigDict / dict).
 
   `dtype` and `remat` come from the top level of the training config (`config.dtype`, `config.remat`),
-  as for the DAE. Reads the wav2vec2 architecture from `wav2vec2_path/config.json` when the front end is
-  wav2vec2. Unknown keys are an error.
+  as for the DAE. Unknown keys are an error. A wav2vec2 front end needs `d['wav2vec2']` (the architecture);
+  `importers.wav2vec2.s2l_config` fills it in from `wav2vec2_path/config.json`.
   """
   d = dict(d)
   if dtype is not None:
@@ -95,11 +99,6 @@ def config_from_dict(d: Any, *, dtype: str | None = None, remat: bool | None = N
   unknown = sorted(set(d) - names)
   if unknown:
     raise ValueError(f'speech2latent: unknown model config fields {unknown}')
-  if d.get('frontend') == 'wav2vec2' and d.get('wav2vec2') is None:
-    from daetalker_jax.importers import wav2vec2 as w2v_import  # pylint: disable=g-import-not-at-top
-    if not d.get('wav2vec2_path'):
-      raise ValueError('speech2latent: frontend=wav2vec2 needs model.wav2vec2_path (a local HF folder)')
-    d['wav2vec2'] = w2v_import.read_config(d['wav2vec2_path'])
   return S2LConfig(**d)
 
 
@@ -172,12 +171,6 @@ class Speech2Latent(nnx.Module):
     """Front-end feature frames per video frame (4 for log-mel, 2 for wav2vec2)."""
     return 4 if self.cfg.frontend == 'logmel' else 2
 
-  def load_pretrained_frontend(self) -> None:
-    """Loads `cfg.wav2vec2_path` into the frozen wav2vec2 (no-op for log-mel)."""
-    if self.cfg.frontend == 'wav2vec2':
-      from daetalker_jax.importers import wav2vec2 as w2v_import  # pylint: disable=g-import-not-at-top
-      w2v_import.load_wav2vec2_into(self.wav2vec2, self.cfg.wav2vec2_path)
-
   def frontend_features(self, audio: jax.Array, mask: jax.Array) -> jax.Array:
     """Audio (B, W*640) -> front-end features (B, W*features_per_frame, feat_dim), padding zeroed.
 
@@ -187,10 +180,10 @@ class Speech2Latent(nnx.Module):
     """
     b, n = audio.shape
     w = mask.shape[1]
-    if n != w * features.SAMPLES_PER_FRAME:
+    if n != w * contract.SAMPLES_PER_FRAME:
       raise ValueError(f'speech2latent: audio has {n} samples, expected {w} frames x '
-                       f'{features.SAMPLES_PER_FRAME} = {w * features.SAMPLES_PER_FRAME}')
-    sample_mask = jnp.repeat(mask, features.SAMPLES_PER_FRAME, axis=1)            # (B, N)
+                       f'{contract.SAMPLES_PER_FRAME} = {w * contract.SAMPLES_PER_FRAME}')
+    sample_mask = jnp.repeat(mask, contract.SAMPLES_PER_FRAME, axis=1)            # (B, N)
     audio = jnp.where(sample_mask, audio.astype(jnp.float32), 0.0)
     if self.cfg.frontend == 'logmel':
       x = (features.log_mel(audio, n_mels=self.cfg.n_mels) + _LOGMEL_SHIFT) / _LOGMEL_SCALE   # (B, 4W, M)
@@ -198,7 +191,7 @@ class Speech2Latent(nnx.Module):
       if self.cfg.wav2vec2_normalize:
         audio = features.normalize_waveform(audio, sample_mask)
       audio = jnp.pad(audio, ((0, 0), (W2V_PAD, W2V_PAD)))                          # (B, N + 80)
-      lengths = mask.sum(-1).astype(jnp.int32) * features.SAMPLES_PER_FRAME + 2 * W2V_PAD
+      lengths = mask.sum(-1).astype(jnp.int32) * contract.SAMPLES_PER_FRAME + 2 * W2V_PAD
       out = self.wav2vec2(audio, lengths=lengths, num_layers=self._num_layers)
       states = [jax.lax.stop_gradient(h) for h in out['hidden_states']]           # frozen
       states += [None] * (self.cfg.wav2vec2.num_hidden_layers + 1 - len(states))   # layers not run
@@ -228,10 +221,10 @@ class Speech2Latent(nnx.Module):
     x = audio_or_features
     fpf = self.features_per_frame
     if x.ndim == 2:
-      if x.shape[1] % features.SAMPLES_PER_FRAME:
+      if x.shape[1] % contract.SAMPLES_PER_FRAME:
         raise ValueError(f'speech2latent: audio length {x.shape[1]} is not a multiple of '
-                         f'{features.SAMPLES_PER_FRAME} samples (one 25 fps frame)')
-      w = x.shape[1] // features.SAMPLES_PER_FRAME
+                         f'{contract.SAMPLES_PER_FRAME} samples (one 25 fps frame)')
+      w = x.shape[1] // contract.SAMPLES_PER_FRAME
     elif x.ndim == 3:
       if x.shape[1] % fpf or x.shape[2] != self.feat_dim:
         raise ValueError(f'speech2latent: features shaped {x.shape}; expected (B, W*{fpf}, {self.feat_dim})')

@@ -1,24 +1,64 @@
-"""Training tasks, chosen by name from `config.task` (a module `daetalker_jax.tasks.<name>`).
+"""Training tasks: the typed protocol every task implements, and the lookup by `config.task`.
 
-A task module provides (see docs/ARCHITECTURE.md):
+A task module `daetalker_jax/tasks/<name>.py` defines `TASK = Task(...)`. The fields are its whole
+interface with the training loop (train.py); optional hooks are declared as None, never probed for.
+
   create_model(config, rngs) -> nnx.Module
   make_datasets(config, process_index, process_count, start_step=0) -> (train_iter, eval_inputs)
+      train_iter yields process-local numpy batches, positioned at `start_step`.
   loss_fn(config, model, batch, rng, *, train) -> (loss, metrics)
-  evaluate(config, model, ema_model, eval_inputs, workdir, step, writer) -> metrics
-  data_stats(config) -> dict  (optional: stored in the checkpoint's JSON meta)
-  frozen(path) -> bool  (optional: parameters the optimizer leaves alone, see train.create_optimizer)
-  load_pretrained(config, model) -> bool  (optional: load weights into a fresh model after init)
+  make_evaluator(config, workdir) -> Evaluator
+      called once per run; the evaluator owns its compiled functions (nothing is cached at module level)
+      and is called at every eval step as evaluator(model, ema_model, eval_inputs, step, writer) -> metrics.
+  data_stats(config) -> dict                  stored in the checkpoint's JSON meta (default: {})
+  frozen(path) -> bool | None                 parameters the optimizer leaves alone (train.create_optimizer)
+  load_pretrained(config, model) -> bool | None   loads weights into a fresh model after init
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import dataclasses
 import importlib
 import re
-import types
+from typing import Any, Protocol
 
-_REQUIRED = ('create_model', 'make_datasets', 'loss_fn', 'evaluate')
+from flax import nnx
+import jax
+import ml_collections
+import numpy as np
+
+Config = ml_collections.ConfigDict
 
 
-def get_task(name: str) -> types.ModuleType:
-  """Imports `daetalker_jax.tasks.<name>` (or, for a dotted name, that module) and checks its API."""
+class Evaluator(Protocol):
+  """A task's periodic evaluation, built once per run by `Task.make_evaluator`."""
+
+  def __call__(self, model: nnx.Module, ema_model: nnx.Module, eval_inputs: dict[str, np.ndarray], step: int,
+               writer: Any) -> dict[str, float]:
+    ...
+
+
+def _no_stats(config: Config) -> dict[str, Any]:
+  del config
+  return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Everything the training loop needs from one trainable thing (see the module doc)."""
+  name: str
+  create_model: Callable[[Config, nnx.Rngs], nnx.Module]
+  make_datasets: Callable[..., tuple[Iterator[dict[str, np.ndarray]], dict[str, np.ndarray]]]
+  loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+  make_evaluator: Callable[[Config, str], Evaluator]
+  data_stats: Callable[[Config], dict[str, Any]] = _no_stats
+  frozen: Callable[[tuple[str, ...]], bool] | None = None
+  load_pretrained: Callable[[Config, nnx.Module], bool] | None = None
+
+
+def get_task(name: str) -> Task:
+  """The `TASK` of `daetalker_jax.tasks.<name>` (or, for a dotted name, of that module)."""
   if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*', name or ''):
     raise ValueError(f'config.task={name!r} is not a valid task name')
   module_name = name if '.' in name else f'{__name__}.{name}'
@@ -29,7 +69,7 @@ def get_task(name: str) -> types.ModuleType:
       raise
     raise ValueError(f'config.task={name!r}: no module {module_name} '
                      f'(tasks live in daetalker_jax/tasks/<name>.py)') from e
-  missing = [f for f in _REQUIRED if not hasattr(module, f)]
-  if missing:
-    raise ValueError(f'task module {module_name} lacks the task functions {missing}')
-  return module
+  task = getattr(module, 'TASK', None)
+  if not isinstance(task, Task):
+    raise ValueError(f'task module {module_name} defines no TASK = tasks.Task(...)')
+  return task

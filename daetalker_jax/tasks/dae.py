@@ -2,7 +2,8 @@
 
 Loss: diffae's L2 eps loss at a uniformly drawn t; z_sem = encoder(x0) is computed inside the loss, so
 the encoder learns end to end through the UNet's conditioning (no other loss touches it).
-Evaluation: a fixed set of validation frames is encoded with the EMA model and decoded by DDIM twice —
+Evaluation (through the DAE codec, inference/dae_codec.py): a fixed set of validation frames is encoded
+with the EMA model and decoded by DDIM twice —
 from its DDIM-inverted x_T (how well the pair (z_sem, x_T) reconstructs the frame) and from one shared
 noise image (what generation does: DAE-Talker decodes every frame from the same x_T) — written as a
 grid (rows: input, inverted-x_T decode, shared-x_T decode) to TensorBoard and to WORKDIR/recon/*.png,
@@ -10,7 +11,6 @@ with the PSNR of both decodes, and the strict mouth metrics (DESIGN.md §7) of t
 against their own input frames: does the latent alone carry the open mouth? (nan off synthface.)
 """
 
-import itertools
 import os
 from typing import Any
 import warnings
@@ -25,9 +25,10 @@ import numpy as np
 from daetalker_jax import diffusion
 from daetalker_jax import eval_metrics as em
 from daetalker_jax import metrics as metrics_lib
+from daetalker_jax import tasks
+from daetalker_jax.inference import dae_codec
 from daetalker_jax.models import unet
 
-P = jax.P
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> unet.DiffusionAutoencoder:
@@ -47,9 +48,9 @@ def make_datasets(config: ml_collections.ConfigDict, process_index: int, process
                   start_step: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
   """Per-process training iterator (positioned at `start_step`) and the fixed validation frames.
 
-  Every process reads its own 1/process_count of the frames, batch_size/process_count per step. The
-  stream is deterministic given (seed, process): a resumed run skips the `start_step` batches already
-  consumed, so it sees exactly the batches an uninterrupted run would.
+  Every process reads only its own 1/process_count of the frames, batch_size/process_count per step. The
+  stream is deterministic given (seed, process): a resumed run starts it at batch `start_step` by index
+  (nothing before it is decoded), so it sees exactly the batches an uninterrupted run would.
   """
   from daetalker_jax.data import pipelines  # pylint: disable=g-import-not-at-top
   if not config.data.data_dir:
@@ -59,13 +60,12 @@ def make_datasets(config: ml_collections.ConfigDict, process_index: int, process
   stream = pipelines.frames_pipeline(
       config.data.data_dir, 'train', image_size=size, batch_size=config.batch_size // process_count,
       seed=config.seed, train=True, process_index=process_index, process_count=process_count,
-      shuffle_buffer=config.data.shuffle_buffer, hflip=config.data.hflip)
+      start_batch=start_step, hflip=config.data.hflip)
+  if start_step:
+    logging.info('Input stream positioned at batch %d (the batches before it are not read).', start_step)
   # (B,H,W,3) images; the pose is not used by the DAE; the mouth box only by a mouth-weighted loss.
   keys = ('image', 'mouth_box', 'mouth_valid') if _mouth_weight(config) != 1.0 else ('image',)
   train_iter = ({k: b[k] for k in keys} for b in stream)
-  if start_step:
-    logging.info('Skipping %d already-trained batches of the input stream.', start_step)
-    train_iter = itertools.islice(train_iter, start_step, None)
   # Every process reads the same validation frames (their eval computations must agree), spread evenly
   # over the first num_eval_images*16 frames of the val split rather than one clip's consecutive frames.
   eval_batch = next(pipelines.frames_pipeline(
@@ -121,38 +121,6 @@ def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder,
 # --------------------------------------------------------------------------------------------------------
 # Evaluation.
 # --------------------------------------------------------------------------------------------------------
-_RECONSTRUCT_CACHE: dict[Any, Any] = {}
-
-
-def _reconstruct_fn(graphdef, model_cfg, mesh, steps: int, schedule: diffusion.Schedule):
-  """Jitted encode → DDIM invert → DDIM decode (from the inverted and from a shared x_T); replicated out.
-
-  Cached by the model's (hashable) UNetConfig, which determines its graph, so periodic evals compile once.
-  """
-  key = (model_cfg, mesh, steps, schedule.num_timesteps, schedule.beta_start, schedule.beta_end,
-         schedule.prediction)
-  if key not in _RECONSTRUCT_CACHE:
-    _RECONSTRUCT_CACHE[key] = _build_reconstruct_fn(graphdef, mesh, steps, schedule)
-  return _RECONSTRUCT_CACHE[key]
-
-
-def _build_reconstruct_fn(graphdef, mesh, steps, schedule):
-
-  def reconstruct(state, x0, noise):
-    model = nnx.merge(graphdef, state)
-    model.eval()
-    eps_fn = diffusion.model_eps_fn(model, schedule)
-    cond = model.encode(x0)                                                  # (N, D)
-    x_T = diffusion.ddim_invert(eps_fn, schedule, x0, cond, steps=steps)     # (N,H,W,3)
-    from_inverted = diffusion.ddim_sample(eps_fn, schedule, x_T, cond, steps=steps)
-    shared = jnp.broadcast_to(noise, x0.shape)                               # one x_T for every frame
-    from_shared = diffusion.ddim_sample(eps_fn, schedule, shared, cond, steps=steps)
-    return from_inverted, from_shared
-
-  rep = jax.sharding.NamedSharding(mesh, P())
-  return jax.jit(reconstruct, out_shardings=(rep, rep))
-
-
 def strict_mouth_scalars(rec: np.ndarray, real: np.ndarray, name: str) -> dict[str, float]:
   """eval/{strict_r,open_recall,amplitude_ratio}_<name>: strict mouth metrics of reconstructions vs inputs.
 
@@ -165,25 +133,38 @@ def strict_mouth_scalars(rec: np.ndarray, real: np.ndarray, name: str) -> dict[s
   return {f'eval/{k}_{name}': float(s[k]) for k in ('strict_r', 'open_recall', 'amplitude_ratio')}
 
 
-def evaluate(config: ml_collections.ConfigDict, model: nnx.Module, ema_model: nnx.Module,
-             eval_inputs: dict[str, np.ndarray], workdir: str, step: int, writer) -> dict[str, float]:
-  """EMA reconstructions of the fixed validation frames: grid image + PNG + PSNR + strict mouth metrics."""
-  del model  # Samples come from the EMA weights, as in diffae.
-  graphdef, state = nnx.split(ema_model)
-  mesh = jax.tree.leaves(state)[0].sharding.mesh
-  rep = jax.sharding.NamedSharding(mesh, P())
-  x0 = eval_inputs['image']                                                  # (N,H,W,3)
-  noise = jax.random.normal(jax.random.key(config.seed + 1), (1, *x0.shape[1:]), jnp.float32)
-  d = config.diffusion
-  fn = _reconstruct_fn(graphdef, ema_model.cfg, mesh, int(d.sample_steps), _schedule(config))
-  to_global = lambda a: jax.make_array_from_process_local_data(rep, np.asarray(a), a.shape)
-  rec_inv, rec_shared = fn(state, to_global(x0), to_global(np.asarray(noise)))
-  rec_inv = np.asarray(rec_inv.addressable_data(0))
-  rec_shared = np.asarray(rec_shared.addressable_data(0))
-  grid = metrics_lib.image_grid([x0, np.clip(rec_inv, -1, 1), np.clip(rec_shared, -1, 1)])
-  writer.write_images(step, {'eval/reconstructions': grid[None]})
-  if jax.process_index() == 0:
-    metrics_lib.write_png(os.path.join(workdir, 'recon', f'step_{step:07d}.png'), grid)
-  return {'eval/psnr_inverted': float(np.mean(metrics_lib.psnr(rec_inv, x0))),
-          'eval/psnr_shared_noise': float(np.mean(metrics_lib.psnr(rec_shared, x0))),
-          **strict_mouth_scalars(rec_shared, x0, 'shared_noise')}
+class Evaluator:
+  """EMA reconstructions of the fixed validation frames: grid image + PNG + PSNR + strict mouth metrics.
+
+  Built once per run (tasks.Task.make_evaluator). The DAE codec (inference/dae_codec.py) is made at the
+  first eval and given the new EMA weights at every later one, so the program compiles once.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.codec: dae_codec.DAECodec | None = None
+
+  def __call__(self, model: nnx.Module, ema_model: nnx.Module, eval_inputs: dict[str, np.ndarray], step: int,
+               writer) -> dict[str, float]:
+    del model  # Samples come from the EMA weights, as in diffae.
+    x0 = eval_inputs['image']                                                # (N,H,W,3) in [-1, 1]
+    if self.codec is None:
+      mesh = jax.tree.leaves(nnx.state(ema_model))[0].sharding.mesh
+      self.codec = dae_codec.DAECodec(ema_model, self.config, steps=int(self.config.diffusion.sample_steps),
+                                      batch=len(x0), mesh=mesh)
+    else:
+      self.codec.set_weights(ema_model)
+    noise = self.codec.seed_noise(self.config.seed + 1)                      # the shared x_T of every eval
+    _, rec_inv, rec_shared = self.codec.reconstruct(x0, noise)
+    rec_inv, rec_shared = [r.astype(np.float32) / 127.5 - 1.0 for r in (rec_inv, rec_shared)]
+    grid = metrics_lib.image_grid([x0, rec_inv, rec_shared])
+    writer.write_images(step, {'eval/reconstructions': grid[None]})
+    if jax.process_index() == 0:
+      metrics_lib.write_png(os.path.join(self.workdir, 'recon', f'step_{step:07d}.png'), grid)
+    return {'eval/psnr_inverted': float(np.mean(metrics_lib.psnr(rec_inv, x0))),
+            'eval/psnr_shared_noise': float(np.mean(metrics_lib.psnr(rec_shared, x0))),
+            **strict_mouth_scalars(rec_shared, x0, 'shared_noise')}
+
+
+TASK = tasks.Task(name='dae', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
+                  make_evaluator=Evaluator, data_stats=data_stats)

@@ -9,7 +9,6 @@ with its correlation, and the latent error with the audio replaced by silence (d
 """
 
 import functools
-import itertools
 import os
 from typing import Any
 
@@ -20,14 +19,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from daetalker_jax import tasks
 from daetalker_jax.data import dataset
+from daetalker_jax.importers import wav2vec2 as w2v_import
 from daetalker_jax.models import speech2latent as s2l
 
 P = jax.P
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> s2l.Speech2Latent:
-  cfg = s2l.config_from_dict(config.model, dtype=config.dtype, remat=config.remat)
+  cfg = w2v_import.s2l_config(config.model, dtype=config.dtype, remat=config.remat)  # reads a wav2vec2 config.json
   return s2l.Speech2Latent(cfg, rngs=rngs)
 
 
@@ -44,7 +45,7 @@ def load_pretrained(config: ml_collections.ConfigDict, model: s2l.Speech2Latent)
   """
   if config.model.frontend != 'wav2vec2':
     return False
-  model.load_pretrained_frontend()
+  w2v_import.load_wav2vec2_into(model.wav2vec2, config.model.wav2vec2_path)
   return True
 
 
@@ -61,15 +62,21 @@ def _windows(config, split, *, batch_size, seed, train, process_index=0, process
 
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
                   start_step: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
-  """Per-process window stream (positioned at `start_step`) and a fixed set of validation windows."""
+  """Per-process window stream (positioned at `start_step`) and a fixed set of validation windows.
+
+  Every process reads only its own 1/process_count of the clips; the stream is deterministic given (seed,
+  process), and a resumed run starts it at batch `start_step` by index, without replaying the batches before.
+  """
+  from daetalker_jax.data import pipelines  # pylint: disable=g-import-not-at-top
   if not config.data.data_dir:
     raise ValueError('config.data.data_dir is empty: pass --config.data.data_dir=DATA_DIR')
-  train_iter = iter(_windows(config, 'train', batch_size=config.batch_size // process_count,
-                             seed=config.seed, train=True, process_index=process_index,
-                             process_count=process_count))
+  train_iter = pipelines.windows_pipeline(
+      config.data.data_dir, 'train', window=config.data.window, batch_size=config.batch_size // process_count,
+      seed=config.seed, train=True, latents=config.data.latents,
+      normalize_latents=config.data.normalize_latents, process_index=process_index,
+      process_count=process_count, start_batch=start_step)
   if start_step:
-    logging.info('Skipping %d already-trained batches of the input stream.', start_step)
-    train_iter = itertools.islice(train_iter, start_step, None)
+    logging.info('Input stream positioned at batch %d (the batches before it are not read).', start_step)
   # Validation: every window of the val split (non-overlapping, padded + masked), capped in number.
   parts, n = [], 0
   for b in _windows(config, 'val', batch_size=8, seed=0, train=False):
@@ -126,20 +133,6 @@ def loss_fn(config: ml_collections.ConfigDict, model: s2l.Speech2Latent, batch: 
 # --------------------------------------------------------------------------------------------------------
 # Evaluation.
 # --------------------------------------------------------------------------------------------------------
-_EVAL_FNS: dict[Any, Any] = {}
-
-
-def _eval_fn(config: ml_collections.ConfigDict, graphdef, mesh):
-  """The jitted evaluation, built once per (model config, mesh): repeated evals do not recompile.
-
-  (A GraphDef is not hashable, so the cache is keyed by the config that determines it.)
-  """
-  key = (config.model.to_json(), config.dtype, mesh, config.loss.latent_loss, float(config.loss.pose_scale))
-  if key not in _EVAL_FNS:
-    _EVAL_FNS[key] = _build_eval_fn(graphdef, mesh, config.loss.latent_loss, float(config.loss.pose_scale))
-  return _EVAL_FNS[key]
-
-
 def _build_eval_fn(graphdef, mesh, kind: str, pose_scale: float):
   def run(state, batch):
     model = nnx.merge(graphdef, state)
@@ -162,21 +155,38 @@ def _build_eval_fn(graphdef, mesh, kind: str, pose_scale: float):
   return jax.jit(run, out_shardings=rep)
 
 
-def evaluate(config: ml_collections.ConfigDict, model: nnx.Module, ema_model: nnx.Module,
-             eval_inputs: dict[str, np.ndarray], workdir: str, step: int, writer) -> dict[str, float]:
-  """Held-out latent error (GT / predicted pose / silence / mean baseline) and pose error of the EMA."""
-  del model, workdir, writer
-  graphdef, state = nnx.split(ema_model)
-  mesh = jax.tree.leaves(state)[0].sharding.mesh
-  rep = jax.sharding.NamedSharding(mesh, P())
-  batch = {k: jax.make_array_from_process_local_data(rep, v, v.shape) for k, v in eval_inputs.items()}
-  out = _eval_fn(config, graphdef, mesh)(state, batch)
-  out = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), out)
-  mask = eval_inputs['mask'].astype(bool)
-  pose_pred, pose_true = out.pop('pose_pred')[mask], eval_inputs['pose'][mask]  # (n, 3) degrees
-  metrics = {f'eval/{k}': float(v) for k, v in out.items()}
-  metrics['eval/pose_mae_deg'] = float(np.abs(pose_pred - pose_true).mean())
-  for i, name in enumerate(('yaw', 'pitch', 'roll')):
-    if pose_true[:, i].std() > 1e-6 and pose_pred[:, i].std() > 1e-6:
-      metrics[f'eval/pose_r_{name}'] = float(np.corrcoef(pose_pred[:, i], pose_true[:, i])[0, 1])
-  return metrics
+class Evaluator:
+  """Held-out latent error (GT / predicted pose / silence / mean baseline) and pose error of the EMA.
+
+  Built once per run (tasks.Task.make_evaluator); its jitted function is compiled at the first eval.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    del workdir
+    self.config = config
+    self._fn = None
+
+  def __call__(self, model: nnx.Module, ema_model: nnx.Module, eval_inputs: dict[str, np.ndarray], step: int,
+               writer) -> dict[str, float]:
+    del model, step, writer
+    config = self.config
+    graphdef, state = nnx.split(ema_model)
+    mesh = jax.tree.leaves(state)[0].sharding.mesh
+    if self._fn is None:
+      self._fn = _build_eval_fn(graphdef, mesh, config.loss.latent_loss, float(config.loss.pose_scale))
+    rep = jax.sharding.NamedSharding(mesh, P())
+    batch = {k: jax.make_array_from_process_local_data(rep, v, v.shape) for k, v in eval_inputs.items()}
+    out = self._fn(state, batch)
+    out = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), out)
+    mask = eval_inputs['mask'].astype(bool)
+    pose_pred, pose_true = out.pop('pose_pred')[mask], eval_inputs['pose'][mask]  # (n, 3) degrees
+    metrics = {f'eval/{k}': float(v) for k, v in out.items()}
+    metrics['eval/pose_mae_deg'] = float(np.abs(pose_pred - pose_true).mean())
+    for i, name in enumerate(('yaw', 'pitch', 'roll')):
+      if pose_true[:, i].std() > 1e-6 and pose_pred[:, i].std() > 1e-6:
+        metrics[f'eval/pose_r_{name}'] = float(np.corrcoef(pose_pred[:, i], pose_true[:, i])[0, 1])
+    return metrics
+
+
+TASK = tasks.Task(name='speech2latent', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
+                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained)

@@ -1,0 +1,97 @@
+"""The inference layer: the DAE codec (one jitted path for every user) and the method registry."""
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import dae as dae_config
+from daetalker_jax import diffusion
+from daetalker_jax import inference
+from daetalker_jax.inference import dae_codec
+from daetalker_jax.tasks import dae
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  """A tiny DAE whose zero-initialised output layers are perturbed (else it would ignore its latent)."""
+  config = dae_config.get_config('variant=tiny')
+  model = dae.create_model(config, nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  params = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape).astype(np.float32), params))
+  model.eval()
+  images = rng.integers(0, 256, (11, 32, 32, 3), dtype=np.uint8)
+  return model, config, images
+
+
+@pytest.fixture(scope='module')
+def codec(tiny):
+  model, config, _ = tiny
+  return dae_codec.DAECodec(model, config, steps=3, batch=8)
+
+
+def test_codec_operations_agree_with_each_other_and_compile_once(tiny, codec):
+  _, _, images = tiny
+  assert codec.batch == 8 and codec.image_size == 32 and codec.latent_dim == 64
+  z = codec.encode(images)                                           # 11 frames: a full + a padded batch
+  assert z.shape == (11, 64) and z.dtype == np.float32
+  np.testing.assert_allclose(codec.encode(images[:3]), z[:3], atol=1e-5)    # padding never leaks in
+  x_T = codec.seed_noise(0)
+  frames = codec.decode(z, x_T)
+  assert frames.shape == (11, 32, 32, 3) and frames.dtype == np.uint8
+  z2, rec_inv, rec_shared = codec.reconstruct(images, x_T)
+  np.testing.assert_allclose(z2, z, atol=1e-5)
+  assert np.abs(rec_shared.astype(int) - frames).max() <= 1          # reconstruct's shared path = decode
+  # The inverted x_T reproduces the frame better than the shared one (it carries the frame's details).
+  err = lambda a: np.abs(a.astype(float) - images).mean()
+  assert err(rec_inv) < err(rec_shared)
+  # decode from invert() = reconstruct's inverted path, frame by frame.
+  x_inv = codec.invert(images[:2])
+  assert x_inv.shape == (2, 32, 32, 3)
+  assert np.abs(codec.decode(z[:1], x_inv[:1]).astype(int) - rec_inv[:1]).max() <= 1
+  assert codec.num_compiles() == 1
+  # Float input in [-1, 1] is the same as uint8; other resolutions are resized to the DAE's.
+  np.testing.assert_allclose(codec.encode(images.astype(np.float32) / 127.5 - 1), z, atol=1e-5)
+  assert codec.encode(np.repeat(np.repeat(images[:2], 2, 1), 2, 2)).shape == (2, 64)
+
+
+def test_codec_decode_matches_the_plain_sampler(tiny, codec):
+  """The codec is the sampler of diffusion.py under one jit: same frames as calling it directly."""
+  model, config, _ = tiny
+  z = np.random.default_rng(1).normal(size=(8, 64)).astype(np.float32)
+  x_T = codec.seed_noise(3)
+  schedule = diffusion.schedule_from_config(config.diffusion)
+  x0 = diffusion.ddim_sample(diffusion.model_eps_fn(model, schedule), schedule,
+                             np.repeat(x_T, 8, 0), z, steps=3)
+  expected = np.round((np.clip(np.asarray(x0), -1, 1) + 1) * 127.5)
+  assert np.abs(codec.decode(z, x_T).astype(int) - expected).max() <= 1
+
+
+def test_set_weights_changes_the_output_without_recompiling(tiny, codec):
+  model, config, images = tiny
+  before = codec.decode(codec.encode(images[:4]), codec.seed_noise(0))
+  codec.set_weights(dae.create_model(config, nnx.Rngs(7)))
+  after = codec.decode(codec.encode(images[:4]), codec.seed_noise(0))
+  codec.set_weights(model)
+  assert np.abs(after.astype(int) - before).mean() > 1.0
+  np.testing.assert_array_equal(codec.decode(codec.encode(images[:4]), codec.seed_noise(0)), before)
+  assert codec.num_compiles() == 1
+
+
+def test_codec_rejects_bad_shapes(tiny, codec):
+  model, config, images = tiny
+  with pytest.raises(ValueError, match=r'expected square RGB frames'):
+    codec.encode(images[:, :, :16])
+  with pytest.raises(ValueError, match=r'the DAE expects \(N, 64\)'):
+    codec.decode(np.zeros((3, 32), np.float32), codec.seed_noise(0))
+  with pytest.raises(ValueError, match=r'steps=0'):
+    dae_codec.DAECodec(model, config, steps=0)
+  encoder_only = dae_codec.DAECodec(model, config, steps=None)        # latent extraction's codec
+  with pytest.raises(ValueError, match=r'steps=None \(encode only\)'):
+    encoder_only.decode(np.zeros((3, 64), np.float32), codec.seed_noise(0))
+
+
+def test_method_registry():
+  assert inference.METHODS == ('dae_talker',)
+  with pytest.raises(inference.GenerateError, match=r"--method='nope': expected one of dae_talker"):
+    inference.load_pipeline('nope')
