@@ -17,8 +17,9 @@ Stages (each is skipped when its output already exists, so an interrupted demo r
      real at the 8 frames where the real mouth is most open.            → OUT/side_by_side.mp4, OUT/mouths.png
 The DAE is the 64 px `demo` variant, which predicts v rather than eps and weighs the mouth box 10x in its loss
 (configs/dae.py, docs/TRAINING.md): in a CPU budget that is what makes one shared noise image decode to a face
-whose mouth opens. On a 2-core CPU the defaults give strict mouth r ~0.76, but the mouth opens only ~1/4 as
-wide as the real one (docs/RESULTS.md). `--preset quality` trains longer; `--set dae.FIELD=VALUE` changes
+whose mouth may open. On a 2-core CPU (~13.5 min) the defaults do not yet render an open mouth reliably: one
+run scored strict mouth r 0.76 with the mouth opening ~1/4 as wide as the real one, a rerun 0.00
+(docs/RESULTS.md). `--preset quality` trains longer; `--set dae.FIELD=VALUE` changes
 any config field (benchmarks/demo_ablation.py runs the recipe's ablation).
 """
 
