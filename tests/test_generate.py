@@ -192,14 +192,15 @@ def test_window_starts_cover_and_overlap():
 
 def test_chunked_latents_equal_single_window_where_only_one_window_covers(models):
   model, _ = checkpoint.load_model(models['s2l'])
+  predict = speech2latent.LatentPredictor(model)                  # one jit: windows of a length compile once
   audio = np.random.default_rng(0).normal(0, 0.1, 100 * 640).astype(np.float32)
-  full, _ = speech2latent.predict_latents(model, audio, pose=None, chunk_frames=750)
-  chunked, pose = speech2latent.predict_latents(model, audio, pose=None, chunk_frames=40, overlap_frames=10)
+  full, _ = predict(audio, pose=None, chunk_frames=750)
+  chunked, pose = predict(audio, pose=None, chunk_frames=40, overlap_frames=10)
   assert chunked.shape == (100, 64) and pose.shape == (100, 3)
-  first, _ = speech2latent.predict_latents(model, audio[:40 * 640], pose=None, chunk_frames=40)
+  first, _ = predict(audio[:40 * 640], pose=None, chunk_frames=40)
   np.testing.assert_allclose(chunked[:30], first[:30], atol=1e-5)   # frames 0..29: only window 0
   # Crossfade: the blend lies between the two windows' predictions in the shared frames 30..39.
-  second, _ = speech2latent.predict_latents(model, audio[30 * 640:70 * 640], pose=None, chunk_frames=40)
+  second, _ = predict(audio[30 * 640:70 * 640], pose=None, chunk_frames=40)
   lo, hi = np.minimum(first[30:40], second[:10]), np.maximum(first[30:40], second[:10])
   assert np.all(chunked[30:40] >= lo - 1e-5) and np.all(chunked[30:40] <= hi + 1e-5)
   assert np.abs(chunked - full).mean() < np.abs(full).mean()          # same signal, other context only
@@ -207,14 +208,15 @@ def test_chunked_latents_equal_single_window_where_only_one_window_covers(models
 
 def test_pose_options(models, tmp_path):
   model, _ = checkpoint.load_model(models['s2l'])
+  predict = speech2latent.LatentPredictor(model)
   audio = np.random.default_rng(1).normal(0, 0.1, 30 * 640).astype(np.float32)
   zeros = np.zeros((30, 3), np.float32)
-  still, _ = speech2latent.predict_latents(model, audio, pose=zeros)
-  predicted, pose_pred = speech2latent.predict_latents(model, audio, pose=None)
-  muted, _ = speech2latent.predict_latents(model, audio, pose=None, pose_gain=0.0)
+  still, _ = predict(audio, pose=zeros)
+  predicted, pose_pred = predict(audio, pose=None)
+  muted, _ = predict(audio, pose=None, pose_gain=0.0)
   np.testing.assert_allclose(muted, still, atol=1e-6)                 # --pose-scale 0 == still
   assert np.abs(predicted - still).mean() > 1e-3                      # the pose adaptor is used
-  supplied, _ = speech2latent.predict_latents(model, audio, pose=pose_pred)
+  supplied, _ = predict(audio, pose=pose_pred)
   np.testing.assert_allclose(supplied, predicted, atol=1e-5)          # predicted == its own pose supplied
   np.save(tmp_path / 'pose.npy', np.ones((7, 3), np.float32))
   track = pose_lib.pose_track('file', str(tmp_path / 'pose.npy'), 30, '')

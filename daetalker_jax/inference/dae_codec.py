@@ -163,6 +163,10 @@ class DAECodec:
         out.append(self._global(chunk, self._bs))
       yield k, tuple(out)
 
+  def _shared_noise(self, x_T: np.ndarray) -> jax.Array:
+    """One x_T (1, S, S, 3), replicated: every frame of every batch starts from it."""
+    return self._global(np.asarray(x_T, np.float32).reshape(1, self.image_size, self.image_size, 3), self._rep)
+
   def _check_images(self, images: np.ndarray, what: str) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2] or not len(images):
@@ -200,7 +204,7 @@ class DAECodec:
     latents = np.asarray(latents, np.float32)
     if latents.ndim != 2 or latents.shape[1] != self.latent_dim:
       raise ValueError(f'DAECodec.decode: latents of shape {latents.shape}, the DAE expects (N, {self.latent_dim})')
-    noise = self._global(np.asarray(x_T, np.float32).reshape(1, self.image_size, self.image_size, 3), self._rep)
+    noise = self._shared_noise(x_T)
     batches = self._batches((latents,))
     launch = lambda item: None if item is None else (item[0], self._decode(self._state, item[1][0], noise))
     pending = launch(next(batches, None))
@@ -218,7 +222,7 @@ class DAECodec:
     """(z (N, D), decoded from the inverted x_T uint8, decoded from the shared x_T uint8) of real frames."""
     self._need_steps('reconstruct')
     images = self._check_images(images, 'reconstruct')
-    noise = self._global(np.asarray(x_T, np.float32).reshape(1, self.image_size, self.image_size, 3), self._rep)
+    noise = self._shared_noise(x_T)
     outs = [(k, self._reconstruct(self._state, x, noise)) for k, (x,) in self._batches((images,))]
     return tuple(np.concatenate([_host(o[i])[:k] for k, o in outs]) for i in range(3))
 

@@ -56,7 +56,7 @@ class LatentPredictor:
     """
     n = len(audio) // SPF
     if n * SPF != len(audio) or n == 0:
-      raise ValueError(f'predict_latents: audio of {len(audio)} samples is not a positive multiple of {SPF}')
+      raise ValueError(f'LatentPredictor: audio of {len(audio)} samples is not a positive multiple of {SPF}')
     window = chunk_frames if n > chunk_frames else -(-n // contract.FPS) * contract.FPS
     pose_in = np.zeros((n, 3), np.float32) if pose is None else np.asarray(pose, np.float32)
     starts = window_starts(n, window, overlap_frames)
@@ -86,7 +86,3 @@ class LatentPredictor:
       weights[s:e] += w[:, None]
     return acc / weights, pose_acc / weights
 
-
-def predict_latents(model: nnx.Module, audio: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-  """One-off `LatentPredictor(model)(audio, ...)` (compiles; keep a LatentPredictor to reuse it)."""
-  return LatentPredictor(model)(audio, **kwargs)
