@@ -57,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       resblock_updown=True,                 # down/up-sample inside res blocks (BigGAN style)
       resnet_two_cond=True,                 # res blocks scale by z_sem too (the autoencoder)
       resnet_use_zero_module=True,          # zero-init output convs of res/attention blocks and the head
+      enc_probe_outputs=42 if variant == 'demo' else 0,   # linear head z_sem -> mouth landmarks (tasks/dae.py)
       **_MODELS[variant]))
   config.model.lock()
 
@@ -77,6 +78,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.mouth_weight = 10.0 if variant == 'demo' else 1.0
   config.loss.mouth_margin = 0.25           # the box grows by this share of its size on every side
   config.loss.snr_gamma = 0.0               # min-SNR-γ timestep weighting, 0 = off
+  # Auxiliary loss: a linear probe must read the mouth landmarks (48-67) from z_sem (needs
+  # model.enc_probe_outputs=42; 0 = off). The demo's 1.0: docs/RESULTS.md, ablation row "mouth probe": the DAE
+  # eval's shared-noise decodes went from no open mouth (strict r 0, recall 0) to strict r 0.93, recall 0.5, and
+  # the demo video from strict r 0.00 to 0.83 (recall 0.08, amplitude 0.32).
+  config.loss.mouth_probe_weight = 1.0 if variant == 'demo' else 0.0
 
   config.batch_size = 8 if small else 64    # global batch (split over the mesh's data axes)
   config.num_train_steps = 300 if small else 500_000   # optimizer steps

@@ -81,3 +81,37 @@ def test_dae_task_feeds_the_mouth_box_to_its_loss(tiny_dataset):
   config.loss.mouth_weight = 10.0
   with np.testing.assert_raises(ValueError):
     dae.loss_fn(config, model, {'image': batch['image']}, rng, train=False)
+  config.loss.mouth_probe_weight = 1.0           # the probe's targets: the 20 mouth landmarks of each frame
+  batch = next(dae.make_datasets(config, 0, 1)[0])
+  assert set(batch) == {'image', 'mouth_box', 'mouth_valid', 'mouth_points'}
+  assert batch['mouth_points'].shape == (8, 20, 2)
+  np.testing.assert_allclose(batch['mouth_points'].min(1), batch['mouth_box'][:, :2], atol=1e-6)
+
+
+def test_mouth_probe_loss_trains_the_encoder_to_carry_the_mouth():
+  """The auxiliary probe: z_sem -> mouth landmarks; its loss reaches the semantic encoder through the probe."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from configs import dae as dae_config  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.tasks import dae  # pylint: disable=g-import-not-at-top
+  pts = jnp.stack([jnp.linspace(0.4, 0.6, 20), jnp.full(20, 0.7)], -1)[None].repeat(2, 0)   # (2, 20, 2)
+  target = dae.mouth_probe_target(pts)
+  assert target.shape == (2, dae.PROBE_OUTPUTS)
+  np.testing.assert_allclose(target[:, :2], [[0.0, 0.4]] * 2, atol=1e-6)     # the centre in [-1, 1]
+  config = dae_config.get_config('variant=tiny')
+  config.model.enc_probe_outputs = dae.PROBE_OUTPUTS
+  config.loss.mouth_probe_weight = 1.0
+  model = dae.create_model(config, nnx.Rngs(0))
+  batch = {'image': jnp.zeros((2, 32, 32, 3)), 'mouth_points': pts, 'mouth_valid': jnp.array([True, False])}
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss_of(p):
+    loss, aux = dae.loss_fn(config, nnx.merge(graphdef, p, rest), batch, jax.random.key(0), train=True)
+    return loss, aux
+  (_, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+  assert float(aux['probe_loss']) > 0
+  norm = lambda tree: float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(tree)))
+  assert norm(grads['probe']) > 0 and norm(grads['encoder']) > 0
+  config.model.enc_probe_outputs = 0
+  with pytest.raises(ValueError, match='enc_probe_outputs'):
+    dae.loss_fn(config, dae.create_model(config, nnx.Rngs(0)), batch, jax.random.key(0), train=True)

@@ -202,7 +202,9 @@ def frames_dataset(data_dir: str | pathlib.Path, split: str, *, image_size: int,
       flip = tf.random.stateless_uniform([], seed=_key(seed, process_index, _FRAME_FLIP, position)) < 0.5
       img = tf.cond(flip, lambda: img[:, ::-1], lambda: img)
       box = tf.cond(flip, lambda: tf.stack([1 - box[2], box[1], 1 - box[0], box[3]]), lambda: box)
-    out = {'image': img * 2.0 - 1.0, 'pose': f['pose'], 'mouth_box': box, 'mouth_valid': f['mouth_valid']}
+      mouth = tf.cond(flip, lambda: tf.stack([1 - mouth[:, 0], mouth[:, 1]], 1), lambda: mouth)
+    out = {'image': img * 2.0 - 1.0, 'pose': f['pose'], 'mouth_box': box, 'mouth_points': mouth,
+           'mouth_valid': f['mouth_valid']}
     if with_ids:
       out['clip_id'], out['frame'] = f['clip_id'], f['frame']
     if not train:
@@ -251,6 +253,7 @@ def frames_pipeline(data_dir: str | pathlib.Path, split: str, *, image_size: int
                     with_ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """Batches of single frames: {'image': (B, S, S, 3) float32 in [-1, 1], 'pose': (B, 3),
   'mouth_box': (B, 4) float32 (x0, y0, x1, y1) of landmarks 48-67 as fractions of the image side,
+  'mouth_points': (B, 20, 2) float32 landmarks 48-67 (x, y) as fractions of the image side,
   'mouth_valid': (B,) bool (False where the frame has no landmarks: its box is meaningless)}.
 
   Training: each epoch is a seeded permutation of this process's frames; `start_batch` = k gives

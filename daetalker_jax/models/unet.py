@@ -134,6 +134,10 @@ class DiffusionAutoencoder(nnx.Module):
     self.cfg = cfg
     self.encoder = SemanticEncoder(cfg, rngs=rngs)
     self.unet = BeatGANsUNet(cfg, rngs=rngs)
+    # Optional linear read-out of z_sem, trained by an auxiliary loss (tasks/dae.py: the mouth probe) so that
+    # z_sem must carry what it reads; not used at inference.
+    self.probe = (nnx.Linear(cfg.enc_out_channels, cfg.enc_probe_outputs, param_dtype=cfg.params_dtype, rngs=rngs)
+                  if cfg.enc_probe_outputs else None)
 
   def encode(self, x0: jax.Array) -> jax.Array:
     """x0 (B,H,W,C) in [-1,1] -> z_sem (B, enc_out_channels) float32."""

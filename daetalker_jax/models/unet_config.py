@@ -9,11 +9,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
+from daetalker_jax.models import config_util
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(config_util.Dtypes):
   """Shapes of the UNet and its semantic encoder; field names follow diffae's BeatGANsAutoencConfig."""
   image_size: int = 64                     # input resolution (square)
   in_channels: int = 3                     # image channels
@@ -39,6 +39,7 @@ class UNetConfig:
   enc_pool: str = 'adaptivenonzero'        # encoder head (only 'adaptivenonzero')
   enc_num_res_block: int = 2               # encoder res blocks per level
   enc_channel_mult: tuple[int, ...] | None = None  # encoder multipliers (None: channel_mult)
+  enc_probe_outputs: int = 0               # a linear head z_sem -> this many numbers (0: none; the mouth probe)
   dtype: str = 'float32'                   # compute dtype: float32 | bfloat16
   param_dtype: str = 'float32'             # parameter dtype
   remat: bool = False                      # rematerialise each UNet block in the backward pass
@@ -53,20 +54,7 @@ class UNetConfig:
     if self.image_size % 2 ** (n_levels - 1):
       raise ValueError(f'UNetConfig: image_size {self.image_size} is not divisible by 2^{n_levels - 1}')
 
-  @property
-  def compute_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
-
-  @property
-  def params_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.param_dtype)
-
 
 def config_from_dict(d: Mapping[str, Any], **overrides: Any) -> UNetConfig:
   """UNetConfig from `config.model` (a ConfigDict or dict), e.g. `config_from_dict(config.model, dtype=...)`."""
-  d = {**(d.to_dict() if hasattr(d, 'to_dict') else dict(d)), **overrides}
-  known = {f.name for f in dataclasses.fields(UNetConfig)}
-  unknown = sorted(set(d) - known)
-  if unknown:
-    raise ValueError(f'config.model: unknown UNet fields {unknown}; known: {sorted(known)}')
-  return UNetConfig(**d)
+  return config_util.from_dict(UNetConfig, d, overrides, 'config.model (UNet)')

@@ -64,7 +64,12 @@ def make_datasets(config: ml_collections.ConfigDict, process_index: int, process
   if start_step:
     logging.info('Input stream positioned at batch %d (the batches before it are not read).', start_step)
   # (B,H,W,3) images; the pose is not used by the DAE; the mouth box only by a mouth-weighted loss.
-  keys = ('image', 'mouth_box', 'mouth_valid') if _mouth_weight(config) != 1.0 else ('image',)
+  keys = ('image',)
+  if _mouth_weight(config) != 1.0:
+    keys += ('mouth_box', 'mouth_valid')
+  if _probe_weight(config):
+    keys += ('mouth_points', 'mouth_valid')
+  keys = tuple(dict.fromkeys(keys))
   train_iter = ({k: b[k] for k in keys} for b in stream)
   # Every process reads the same validation frames (their eval computations must agree), spread evenly
   # over the first num_eval_images*16 frames of the val split rather than one clip's consecutive frames.
@@ -90,6 +95,21 @@ def _mouth_weight(config: ml_collections.ConfigDict) -> float:
   return float((config.get('loss', None) or {}).get('mouth_weight', 1.0))
 
 
+def _probe_weight(config: ml_collections.ConfigDict) -> float:
+  return float((config.get('loss', None) or {}).get('mouth_probe_weight', 0.0))
+
+
+PROBE_OUTPUTS = 42   # the mouth probe's target: mouth centre (2) + 20 mouth landmarks relative to it (40)
+
+
+def mouth_probe_target(points: jax.Array) -> jax.Array:
+  """(B, 20, 2) mouth landmarks as fractions of the side -> (B, 42): the centre in [-1, 1] and the shape
+  (points minus centre) ×10, so that opening and width are O(1) numbers rather than a few hundredths."""
+  centre = points.mean(axis=1)
+  shape = (points - centre[:, None]) * 10.0
+  return jnp.concatenate([centre * 2.0 - 1.0, shape.reshape(points.shape[0], -1)], axis=1)
+
+
 def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder, batch: dict[str, jax.Array],
             rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean L2 loss (diffae): t ~ U{0..T-1}, x_t = q_sample(x0, t, eps), ||eps - eps_θ(x_t, t, z)||²
@@ -97,7 +117,9 @@ def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder,
 
   Options of `config.loss` (absent or off: diffae's plain loss): `mouth_weight` > 1 weighs the pixels of the
   mouth box (landmarks 48-67, grown by `mouth_margin` of its size on each side) that much more, in frames
-  that have landmarks; `snr_gamma` > 0 applies min-SNR-γ timestep weighting.
+  that have landmarks; `snr_gamma` > 0 applies min-SNR-γ timestep weighting; `mouth_probe_weight` > 0 adds
+  that times the mean squared error of the model's linear probe (z_sem -> mouth landmarks, `mouth_probe_target`)
+  in frames with landmarks, so the encoder must put the mouth's shape into z_sem (metrics: probe_loss).
   """
   del train  # Dropout mode is set on the model by the caller.
   x0 = batch['image']                                   # (B,H,W,3) in [-1, 1]
@@ -115,7 +137,18 @@ def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder,
   cond = model.encode(x0)                               # (B, D), differentiated: encoder trains end to end
   loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, cond=c), schedule, x0, rng, cond=cond,
                                      pixel_weight=pixel_weight, snr_gamma=gamma)
-  return loss, {}
+  metrics = {}
+  if _probe_weight(config):
+    if getattr(model, 'probe', None) is None:
+      raise ValueError(f'config.loss.mouth_probe_weight needs config.model.enc_probe_outputs={PROBE_OUTPUTS}')
+    if 'mouth_points' not in batch:
+      raise ValueError('config.loss.mouth_probe_weight needs batches with mouth_points/mouth_valid (make_datasets)')
+    err = jnp.mean(jnp.square(model.probe(cond) - mouth_probe_target(batch['mouth_points'])), axis=1)
+    valid = batch['mouth_valid'].astype(jnp.float32)
+    probe_loss = jnp.sum(err * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    loss = loss + _probe_weight(config) * probe_loss
+    metrics['probe_loss'] = probe_loss
+  return loss, metrics
 
 
 # --------------------------------------------------------------------------------------------------------
