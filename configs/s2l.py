@@ -6,7 +6,8 @@ DATA_DIR/latents/<name>/).
 Run:
   python -m daetalker_jax.main --config=configs/s2l.py:variant=tiny --workdir=/tmp/s2l \
       --config.data.data_dir=/tmp/synth_data
-With wav2vec2 features (a local Hugging Face folder, e.g. facebook/wav2vec2-base downloaded beforehand):
+With wav2vec2 features (a local Hugging Face wav2vec2 or HuBERT folder, e.g. facebook/wav2vec2-base or
+facebook/hubert-base-ls960 downloaded beforehand; config.json's model_type says which):
   python -m daetalker_jax.main --config=configs/s2l.py:variant=base,frontend=wav2vec2 --workdir=/tmp/s2l \
       --config.data.data_dir=DATA --config.model.wav2vec2_path=/models/wav2vec2-base
 Variants: `tiny` (CPU tests), `demo` (CPU demo), `base` (the DESIGN.md settings: d_model 512, 4 heads,
@@ -51,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       frontend=frontend,                    # 'logmel' (in-model, 100 Hz) | 'wav2vec2' (frozen, 50 Hz)
       n_mels=80,                            # log-mel bins
-      wav2vec2_path='',                     # local HF wav2vec2 folder (config.json + weights)
+      wav2vec2_path='',                     # local HF wav2vec2 or HuBERT folder (config.json + weights)
       wav2vec2_layer=-1,                    # wav2vec2 hidden state (0 = embeddings); -1 = learned mix of all
       wav2vec2_normalize=True,              # per-window zero-mean/unit-var waveform (HF do_normalize)
       latent_dim=_LATENT_DIM[variant],      # z_sem size = DAE enc_out_channels

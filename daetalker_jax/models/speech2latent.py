@@ -58,7 +58,7 @@ class S2LConfig:
   """speech2latent architecture (the fields of `config.model` in configs/s2l.py)."""
   frontend: str = 'logmel'          # 'logmel' | 'wav2vec2'
   n_mels: int = features.N_MELS     # log-mel bins
-  wav2vec2_path: str = ''           # local HF folder (config.json + weights) for frontend='wav2vec2'
+  wav2vec2_path: str = ''           # local HF wav2vec2 or HuBERT folder (config.json + weights)
   wav2vec2_layer: int = -1          # hidden state to use (0 = input of layer 1); -1 = learned weighted sum
   wav2vec2_normalize: bool = True   # zero-mean/unit-variance waveform per window (HF do_normalize)
   wav2vec2: w2v.Wav2Vec2Config | None = None   # wav2vec2 architecture (importers.wav2vec2.s2l_config reads it)

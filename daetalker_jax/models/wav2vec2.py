@@ -1,7 +1,15 @@
-"""wav2vec 2.0 (Baevski et al., 2020) in Flax NNX, numerically equal to Hugging Face `Wav2Vec2Model`.
+"""wav2vec 2.0 (Baevski et al., 2020) in Flax NNX, numerically equal to Hugging Face `Wav2Vec2Model`
+and `HubertModel`.
 
-Used as a frozen speech feature extractor for speech2latent (50 Hz features, 20 ms hop). Both
-architecture families are covered, chosen by the HF config fields of the same names:
+Used as a frozen speech feature extractor for speech2latent (50 Hz features, 20 ms hop). HuBERT (Hsu et
+al., 2021) has the same feature encoder, feature projection and transformer encoder, with two HF config
+flags of its own, both covered here:
+* `feat_proj_layer_norm` (default True): False drops the LayerNorm before the feature projection.
+* `conv_pos_batch_norm` (default False): the positional conv has no weight norm and is preceded by an
+  eval-mode BatchNorm over channels (folded on import into a per-channel `scale`/`bias`).
+`Wav2Vec2Config.from_hf_dict` reads them only for `model_type='hubert'` (wav2vec2 models always have the
+LayerNorm and the weight-normed positional conv). Both architecture families are covered, chosen by the HF
+config fields of the same names:
 * `feat_extract_norm='group'`, `do_stable_layer_norm=False` (wav2vec2-base): GroupNorm only after the
   first conv, post-LN transformer layers, LayerNorm before the first layer.
 * `feat_extract_norm='layer'`, `do_stable_layer_norm=True` (wav2vec2-large-lv60, XLSR): LayerNorm after
@@ -9,7 +17,8 @@ architecture families are covered, chosen by the HF config fields of the same na
 
 Parameter names mirror HF's module names (`feature_extractor.conv_layers.0.conv`, `encoder.layers.3.
 attention.q_proj`, ...) so that `importers/wav2vec2.py` maps checkpoints by name. The positional conv's
-weight norm is folded into a plain kernel on import (the model is frozen, so g and v need not be separate).
+weight norm is folded into a plain kernel on import (the model is frozen, so g and v need not be separate);
+HuBERT's optional positional BatchNorm likewise becomes `encoder.pos_conv_embed.batch_norm.{scale,bias}`.
 
 This port is inference-only: HF's dropout, LayerDrop, SpecAugment masking and adapters are training-time
 or fine-tuning features that a frozen extractor never uses, so they are left out.
@@ -37,11 +46,16 @@ _HF_FIELDS = dict(
     conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_bias=False, feat_extract_norm='group',
     do_stable_layer_norm=False, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
     layer_norm_eps=1e-5, hidden_act='gelu', feat_extract_activation='gelu')
+# Fields only HF's `HubertConfig` has, with its defaults (a wav2vec2 model always has these values).
+_HUBERT_FIELDS = dict(feat_proj_layer_norm=True, conv_pos_batch_norm=False)
+# HF `model_type`s whose base model this port reproduces.
+HF_MODEL_TYPES = ('wav2vec2', 'hubert')
 
 
 @dataclasses.dataclass(frozen=True)
 class Wav2Vec2Config:
-  """Architecture of a wav2vec2 model (field names and meaning as HF's `Wav2Vec2Config`)."""
+  """Architecture of a wav2vec2 / HuBERT model (field names and meaning as HF's `Wav2Vec2Config` and
+  `HubertConfig`)."""
   hidden_size: int = 768
   num_hidden_layers: int = 12
   num_attention_heads: int = 12
@@ -57,6 +71,8 @@ class Wav2Vec2Config:
   layer_norm_eps: float = 1e-5
   hidden_act: str = 'gelu'
   feat_extract_activation: str = 'gelu'
+  feat_proj_layer_norm: bool = True         # LayerNorm before the feature projection (HuBERT may drop it)
+  conv_pos_batch_norm: bool = False         # HuBERT: BatchNorm instead of weight norm in the positional conv
 
   def __post_init__(self):
     if self.feat_extract_norm not in ('group', 'layer'):
@@ -74,12 +90,18 @@ class Wav2Vec2Config:
 
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any], *, where: str = 'config.json') -> 'Wav2Vec2Config':
-    """Builds the config from a HF `config.json` dict (unknown fields are ignored)."""
+    """Builds the config from a HF `config.json` dict of a `model_type` in `HF_MODEL_TYPES` (missing
+    means wav2vec2); unknown fields are ignored."""
+    model_type = d.get('model_type', 'wav2vec2')
+    if model_type not in HF_MODEL_TYPES:
+      raise ValueError(f'{where}: model_type is {model_type!r}, expected one of {", ".join(HF_MODEL_TYPES)}')
     if d.get('add_adapter'):
       raise ValueError(f'{where}: add_adapter=True (adapter layers) is not supported')
     if d.get('adapter_attn_dim') is not None:
       raise ValueError(f'{where}: adapter_attn_dim (attention adapters) is not supported')
     kw = {k: d.get(k, v) for k, v in _HF_FIELDS.items()}
+    if model_type == 'hubert':
+      kw.update({k: bool(d.get(k, v)) for k, v in _HUBERT_FIELDS.items()})
     for k in ('conv_dim', 'conv_stride', 'conv_kernel'):
       kw[k] = tuple(int(v) for v in kw[k])
     try:
@@ -164,23 +186,43 @@ class _FeatureEncoder(nnx.Module):
 
 
 class _FeatureProjection(nnx.Module):
+  """[LayerNorm ->] Linear; returns the projection and its input (HF `extract_features`)."""
 
   def __init__(self, cfg: Wav2Vec2Config, *, dtype, param_dtype, rngs: nnx.Rngs):
-    self.layer_norm = nnx.LayerNorm(cfg.conv_dim[-1], epsilon=cfg.layer_norm_eps, use_fast_variance=False,
-                                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if cfg.feat_proj_layer_norm:
+      self.layer_norm = nnx.LayerNorm(cfg.conv_dim[-1], epsilon=cfg.layer_norm_eps, use_fast_variance=False,
+                                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    else:
+      self.layer_norm = None
     self.projection = nnx.Linear(cfg.conv_dim[-1], cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
                                  rngs=rngs)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    normed = self.layer_norm(x)
+    normed = x if self.layer_norm is None else self.layer_norm(x)
     return self.projection(normed), normed
 
 
+class _ChannelAffine(nnx.Module):
+  """`x * scale + bias` per channel: an eval-mode BatchNorm with its running statistics folded in."""
+
+  def __init__(self, channels: int, *, dtype, param_dtype):
+    self.dtype = dtype
+    self.scale = nnx.Param(jnp.ones((channels,), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((channels,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = x * self.scale[...] + self.bias[...]
+    return y if self.dtype is None else y.astype(self.dtype)
+
+
 class _PositionalConv(nnx.Module):
-  """Grouped conv over time (weight norm folded into `conv.kernel`), 'same' length, activation."""
+  """[BatchNorm (HuBERT option) ->] grouped conv over time (weight norm folded into `conv.kernel`), 'same'
+  length, activation."""
 
   def __init__(self, cfg: Wav2Vec2Config, *, dtype, param_dtype, rngs: nnx.Rngs):
     k = cfg.num_conv_pos_embeddings
+    self.batch_norm = (_ChannelAffine(cfg.hidden_size, dtype=dtype, param_dtype=param_dtype)
+                       if cfg.conv_pos_batch_norm else None)
     self.conv = nnx.Conv(cfg.hidden_size, cfg.hidden_size, k, padding=((k // 2, k // 2),),
                          feature_group_count=cfg.num_conv_pos_embedding_groups, dtype=dtype,
                          param_dtype=param_dtype, rngs=rngs)
@@ -188,6 +230,8 @@ class _PositionalConv(nnx.Module):
     self.act = _ACTIVATIONS[cfg.feat_extract_activation]
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.batch_norm is not None:
+      x = self.batch_norm(x)
     y = self.conv(x)                                  # (B, T + remove, D)
     if self.remove:
       y = y[:, :-self.remove]
@@ -286,7 +330,8 @@ class Wav2Vec2Model(nnx.Module):
           layer i, as HF transformers>=5 records them (for stable-LN models without the final LayerNorm);
         last_hidden_state: (B, T, D) HF's `last_hidden_state` (after the final LayerNorm for stable-LN
           models; only when all layers ran, else the last hidden state computed);
-        extract_features: (B, T, C) LayerNorm'd conv features (HF `extract_features`);
+        extract_features: (B, T, C) conv features as fed to the projection: LayerNorm'd unless
+          `feat_proj_layer_norm=False` (HF wav2vec2's `extract_features`; HF HuBERT does not return them);
         mask: (B, T) bool, valid frames.
     """
     if audio.ndim != 2:
