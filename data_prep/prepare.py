@@ -2,19 +2,28 @@
 
 Run:
   python -m data_prep.prepare --src runs/synth_videos --out runs/data --size 128 --crop none
+  python -m data_prep.prepare --src VIDEOS --out DATA --size 128 [--split-by identity] [--identity-from file]
 
 For every video (mp4/mov/mkv/webm/avi, searched recursively) the frames are decoded as a stream at
 25 fps with the audio at 16 kHz (`daetalker_jax.data.video_io`), each frame goes through a
 *frame annotator* that chooses the crop box and may supply landmarks and head pose or drop the
 frame, the crop is resized (cv2.INTER_AREA) and JPEG-encoded, and the stream is cut into clips of
-at most `--max-clip-seconds` (a dropped frame also ends a clip). Clips are split train/val/test by
-clip, deterministically from `--seed`. The output folder holds the TFDS dataset plus
-`manifest.json` (per source: frames kept/dropped and why, clips) and `report.json` (fps,
-duration, face coverage, pose range, audio level). Audio that ends before the video is padded
+at most `--max-clip-seconds` (a dropped frame also ends a clip). Every clip carries its source's
+*identity* (the person): a synthface sidecar's `identity_name` when it has one (`--identities`), else,
+with `--identity-from folder` (default), the first folder under --src on the source's path
+(`SRC/SPEAKER/.../x.mp4` -> SPEAKER; a video directly in --src takes the --src folder's own name, so a flat
+folder is one person), or with `--identity-from file` the source's path under --src without suffix
+(`a/b.mp4` -> `a__b`, the clip-id prefix). Clips are split train/val/test deterministically from `--seed`:
+`--split-by clip` (default) draws clips, `--split-by identity` draws whole identities (the fractions are
+then of identities, and val and test get at least one each when their fraction is above 0), so no
+val or test person appears in train. The output folder holds the TFDS dataset plus
+`manifest.json` (per source: frames kept/dropped and why, clips, identity, crop) and `report.json` (fps,
+duration, face coverage, pose range, audio level, identities per split). Audio that ends before the video is padded
 with silence to frames x 640 samples (a longer one is cut), with a warning on stderr and an
 `audio_warning` in the manifest.
 
-Annotators (`--crop`):
+Annotators (`--crop`; without it each source gets `none` when it has a synthface sidecar `<stem>.json`,
+else `auto`; the choice is recorded per source in the manifest):
   none            the whole frame (its centred square when not square); pose and 68 landmarks from
                   the sidecar `<stem>.json` (synthface format) when present, else zero pose and no
                   landmarks.
@@ -27,7 +36,9 @@ Other modules add annotators with the `data_prep.annotators.register(name)` deco
 The build happens in `.OUT.tmp-XXXX` (`daetalker_jax.atomic.temp_dir`), renamed to OUT only when
 complete; on any failure the temporary folder is removed, so a crash never leaves a dataset that looks
 complete. A bad video is skipped with a one-line message naming it (or is fatal with `--strict`); no usable video at all
-is fatal. The CLI prints one line and exits non-zero on fatal problems.
+is fatal. A video without a face anywhere is such a bad video (`<file>: no usable face in any of N frames (...)`;
+when `auto` was the default, the line says so and how to keep whole frames instead). The CLI prints one line
+and exits non-zero on fatal problems.
 """
 
 from __future__ import annotations
@@ -58,6 +69,8 @@ from data_prep.annotators import Annotation, FrameAnnotator
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.mkv', '.webm', '.avi')
 NUM_LANDMARKS = 68
+SPLIT_BY = ('clip', 'identity')
+IDENTITY_FROM = ('folder', 'file')
 
 
 class PrepareError(RuntimeError):
@@ -76,6 +89,45 @@ def make_annotator(crop: str, size: int) -> FrameAnnotator:
     return annotators.get(name)(arg, size)
   except annotators.AnnotatorError as e:
     raise PrepareError(f'--crop {crop}: {e}') from None
+
+
+def has_sidecar(path: pathlib.Path) -> bool:
+  """Whether a video has a synthface sidecar `<stem>.json` beside it."""
+  return pathlib.Path(path).with_suffix('.json').is_file()
+
+
+def resolve_crop(crop: str | None, path: pathlib.Path) -> str:
+  """The `--crop` a source gets: `crop` when given, else 'none' with a synthface sidecar and 'auto' without."""
+  if crop is not None:
+    return crop
+  return 'none' if has_sidecar(path) else 'auto'
+
+
+def _sidecar_identity(path: pathlib.Path) -> str | None:
+  """The identity named by a synthface sidecar (`synthface --identities`), or None (no sidecar, or no identity)."""
+  side = pathlib.Path(path).with_suffix('.json')
+  if not side.is_file():
+    return None
+  try:
+    data = json.loads(side.read_text())
+    if not isinstance(data, dict) or data.get('identity') is None:
+      return None
+    return str(data.get('identity_name') or f'synth_s{int(data.get("seed", 0))}_id{int(data["identity"]):03d}')
+  except (OSError, ValueError, TypeError):
+    return None  # a broken sidecar is reported by the annotator that reads it
+
+
+def source_identity(src: pathlib.Path, path: pathlib.Path, identity_from: str = 'folder') -> str:
+  """The identity (person) of a source video; see the module docstring."""
+  if identity_from not in IDENTITY_FROM:
+    raise PrepareError(f'--identity-from {identity_from}: choose from {", ".join(IDENTITY_FROM)}')
+  named = _sidecar_identity(path)
+  if named is not None:
+    return named
+  if identity_from == 'file':
+    return clip_stem(src, path)
+  parts = path.relative_to(src).parts
+  return parts[0] if len(parts) > 1 else pathlib.Path(src).resolve().name
 
 
 def square_box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
@@ -247,6 +299,46 @@ def assign_splits(clip_ids: Sequence[str], val_fraction: float, test_fraction: f
   return out
 
 
+def _split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+  """(val, test) identity counts: rounded fractions of n, at least one each when the fraction is > 0, and
+  at most n - 1 together (needs n >= 1 + the minimums: `check_identity_split`)."""
+  min_val, min_test = int(val_fraction > 0), int(test_fraction > 0)
+  n_val = max(int(round(val_fraction * n)), min_val)
+  n_test = max(int(round(test_fraction * n)), min_test)
+  while n_val + n_test > n - 1:  # train keeps at least one identity
+    if n_test > min_test and (n_test >= n_val or n_val <= min_val):
+      n_test -= 1
+    else:
+      n_val -= 1
+  return n_val, n_test
+
+
+def check_identity_split(identities: Sequence[str], val_fraction: float, test_fraction: float) -> None:
+  """Raises PrepareError when `--split-by identity` cannot give train, val and test their own identities."""
+  ids = sorted(set(identities))
+  need = 1 + (val_fraction > 0) + (test_fraction > 0)
+  if len(ids) < need:
+    splits = 'train' + (', val' if val_fraction > 0 else '') + (' and test' if test_fraction > 0 else '')
+    shown = ', '.join(ids[:5]) + (', ...' if len(ids) > 5 else '')
+    raise PrepareError(f'--split-by identity: {len(ids)} identit{"y" if len(ids) == 1 else "ies"} ({shown}) cannot '
+                       f'fill {splits}; need at least {need} (add people, set --val-fraction/--test-fraction '
+                       'to 0, or use --split-by clip)')
+
+
+def assign_identity_splits(clip_identity: dict[str, str], val_fraction: float, test_fraction: float,
+                           seed: int) -> dict[str, str]:
+  """Deterministic split by identity: a seeded permutation of the sorted identities, then every clip follows
+  its identity. Val and test get at least one identity each when their fraction is > 0, train keeps at least
+  one; too few identities for that is a PrepareError."""
+  check_identity_split(list(clip_identity.values()), val_fraction, test_fraction)
+  ids = sorted(set(clip_identity.values()))
+  n_val, n_test = _split_counts(len(ids), val_fraction, test_fraction)
+  order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+  split_of = {ident: 'val' if i < n_val else 'test' if i < n_val + n_test else 'train'
+              for i, ident in enumerate(order)}
+  return {cid: split_of[ident] for cid, ident in clip_identity.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-source processing.
 # ---------------------------------------------------------------------------------------------
@@ -285,8 +377,8 @@ class _SourceStats:
 
 def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, stage, *,
                    size: int, max_clip_frames: int, min_clip_frames: int,
-                   jpeg_quality: int) -> dict:
-  """Decodes, annotates, crops and stages one video; returns its manifest entry.
+                   jpeg_quality: int, identity: str = '') -> dict:
+  """Decodes, annotates, crops and stages one video (its clips carry `identity`); returns its manifest entry.
 
   Raises video_io.VideoError for an unusable file (the caller discards what was staged).
   """
@@ -309,11 +401,12 @@ def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, sta
     audio = video.audio_for(buf.start + n)[buf.start * SAMPLES_PER_FRAME:]
     clip_id = f'{stem}_{len(stats.clips):03d}'
     stage.add_clip(dict(
-        clip_id=clip_id, source=str(path), start_frame=buf.start, fps=FPS, sample_rate=SAMPLE_RATE,
+        clip_id=clip_id, source=str(path), identity=identity, start_frame=buf.start, fps=FPS,
+        sample_rate=SAMPLE_RATE,
         num_frames=n, num_audio_samples=n * SAMPLES_PER_FRAME, audio=contract.float_to_int16(audio),
         frames=dict(image=buf.images, pose=np.stack(buf.poses), landmarks=np.stack(buf.landmarks),
                     landmarks_valid=np.asarray(buf.valid, np.bool_), box=np.stack(buf.boxes))))
-    stats.clips.append(dict(clip_id=clip_id, start_frame=buf.start, num_frames=n))
+    stats.clips.append(dict(clip_id=clip_id, start_frame=buf.start, num_frames=n, identity=identity))
 
   buf: _ClipBuffer | None = None
   bar = tqdm.tqdm(total=info.expected_frames, desc=stem[-30:], unit='frame', leave=False,
@@ -366,7 +459,7 @@ def process_source(path: pathlib.Path, stem: str, annotator: FrameAnnotator, sta
     _log(f'prepare: {path}: {notes["audio_warning"]}')
   audio_rms = float(np.sqrt(np.mean(np.square(video.raw_audio)))) if video.raw_audio.size else 0.0
   return dict(
-      source=str(path), status='ok', native_fps=round(info.fps, 3), width=info.width,
+      source=str(path), status='ok', identity=identity, native_fps=round(info.fps, 3), width=info.width,
       height=info.height, duration=round(info.duration, 3),
       audio_seconds=round(video.raw_audio.size / SAMPLE_RATE, 3),
       audio_rms_dbfs=round(20 * math.log10(max(audio_rms, 1e-9)), 1),
@@ -386,11 +479,21 @@ def _log(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
+def _no_face(e: BaseException) -> bool:
+  """Whether a VideoError came from `--crop auto` finding no face anywhere in the source."""
+  face = sys.modules.get('data_prep.face')  # imported when the 'auto' annotator was built
+  return face is not None and isinstance(e.__context__, face.NoFaceError)
+
+
 def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: int = 128,
-            crop: str = 'none', val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+            crop: str | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
             max_clip_seconds: float = 20.0, min_clip_frames: int = 5, jpeg_quality: int = 95,
-            overwrite: bool = False, strict: bool = False) -> dict:
-  """Builds the dataset folder `out` from the videos under `src`; returns the report dict."""
+            overwrite: bool = False, strict: bool = False, split_by: str = 'clip',
+            identity_from: str = 'folder') -> dict:
+  """Builds the dataset folder `out` from the videos under `src`; returns the report dict.
+
+  crop None resolves per source (`resolve_crop`): 'none' for synthface videos (sidecar), 'auto' for others.
+  """
   src, out = pathlib.Path(src), pathlib.Path(out)
   if not 8 <= size <= 1024:
     raise PrepareError(f'--size {size}: expected 8..1024 pixels')
@@ -401,13 +504,31 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
     raise PrepareError(f'--max-clip-seconds {max_clip_seconds}: shorter than one frame')
   if not 1 <= jpeg_quality <= 100:
     raise PrepareError(f'--jpeg-quality {jpeg_quality}: expected 1..100')
+  if split_by not in SPLIT_BY:
+    raise PrepareError(f'--split-by {split_by}: choose from {", ".join(SPLIT_BY)}')
+  if identity_from not in IDENTITY_FROM:
+    raise PrepareError(f'--identity-from {identity_from}: choose from {", ".join(IDENTITY_FROM)}')
   if out.exists() and not overwrite:
     raise PrepareError(f'--out {out} already exists (pass --overwrite to replace it)')
   videos = find_videos(src)
   if not videos:
     raise PrepareError(f'--src {src}: no video files ({"/".join(VIDEO_EXTENSIONS)})')
-  annotator = make_annotator(crop, size)
+  identities = {path: source_identity(src, path, identity_from) for path in videos}
+  if split_by == 'identity':  # before any decoding; checked again on the videos that turn out usable
+    check_identity_split(list(identities.values()), val_fraction, test_fraction)
+  # One annotator per --crop name, built up front when given (a bad --crop fails at once), else on first use.
+  annotators_by_crop = {} if crop is None else {crop: make_annotator(crop, size)}
   max_clip_frames = max(1, int(round(max_clip_seconds * FPS)))
+
+  def annotator_for(path: pathlib.Path) -> tuple[str, FrameAnnotator]:
+    name = resolve_crop(crop, path)
+    if name not in annotators_by_crop:
+      try:
+        annotators_by_crop[name] = make_annotator(name, size)
+      except PrepareError as e:
+        raise PrepareError(f'{e} (the default --crop for {path.name}, which has no synthface sidecar; '
+                           'pass --crop explicitly)') from None
+    return name, annotators_by_crop[name]
 
   # Deferred import: TensorFlow is slow to load and the argument checks above should be instant.
   from data_prep import tfds_writer  # pylint: disable=g-import-not-at-top
@@ -418,19 +539,26 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
     writer = tfds_writer.DatasetWriter(tmp, size)
     sources, skipped = [], []
     for path in tqdm.tqdm(videos, desc='videos', unit='video', disable=None, file=sys.stderr):
+      crop_name, annotator = annotator_for(path)
       stage = writer.stage()
       try:
         entry = process_source(path, clip_stem(src, path), annotator, stage, size=size,
                                max_clip_frames=max_clip_frames, min_clip_frames=min_clip_frames,
-                               jpeg_quality=jpeg_quality)
+                               jpeg_quality=jpeg_quality, identity=identities[path])
       except video_io.VideoError as e:
         stage.discard()
+        reason = str(e)
+        if crop is None and crop_name == 'auto' and _no_face(e):
+          reason += (' [--crop auto is the default for videos without a synthface sidecar; '
+                     '--crop none keeps whole frames]')
         if strict:
-          raise PrepareError(str(e)) from None
-        _log(f'prepare: skipping {e}')
-        skipped.append(dict(source=str(path), status='skipped', reason=str(e)))
+          raise PrepareError(reason) from None
+        _log(f'prepare: skipping {reason}')
+        skipped.append(dict(source=str(path), status='skipped', crop=crop_name, identity=identities[path],
+                            reason=reason))
         continue
       stage.commit()
+      entry['crop'] = crop_name
       if not entry['clips']:
         _log(f'prepare: skipping {path}: no clip of at least {min_clip_frames} frames '
              f'(dropped: {entry["frames_dropped"]})')
@@ -439,16 +567,26 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
     if not clip_frames:
       first = skipped[0]['reason'] if skipped else 'no frames kept'
       raise PrepareError(f'no usable video in {src} ({len(videos)} file(s); first problem: {first})')
-    assignment = assign_splits(list(clip_frames), val_fraction, test_fraction, seed)
+    clip_identity = {c['clip_id']: e['identity'] for e in sources for c in e['clips']}
+    if split_by == 'identity':
+      assignment = assign_identity_splits(clip_identity, val_fraction, test_fraction, seed)
+    else:
+      assignment = assign_splits(list(clip_frames), val_fraction, test_fraction, seed)
     split_summary = {s: dict(clips=0, frames=0) for s in tfds_writer.SPLITS}
+    split_identities = {s: set() for s in tfds_writer.SPLITS}
     for cid, split in assignment.items():
       split_summary[split]['clips'] += 1
       split_summary[split]['frames'] += clip_frames[cid]
+      split_identities[split].add(clip_identity[cid])
+    split_identities = {s: sorted(v) for s, v in split_identities.items()}
     for entry in sources:
       for c in entry['clips']:
         c['split'] = assignment[c['clip_id']]
-    metadata = dict(image_size=size, fps=FPS, sample_rate=SAMPLE_RATE, crop=crop,
-                    splits=split_summary, seed=seed, max_clip_seconds=max_clip_seconds)
+    used_crops = sorted({e['crop'] for e in sources if e['clips']})
+    crop_used = used_crops[0] if len(used_crops) == 1 else 'mixed'  # what evaluation reads (dataset_info)
+    metadata = dict(image_size=size, fps=FPS, sample_rate=SAMPLE_RATE, crop=crop_used,
+                    splits=split_summary, seed=seed, max_clip_seconds=max_clip_seconds,
+                    split_by=split_by, identities=split_identities)
     writer.finalize(assignment, metadata)
 
     kept = sum(e['frames_kept'] for e in sources)
@@ -458,7 +596,7 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
       dropped.update(e['frames_dropped'])
     poses = [(e['pose_min'], e['pose_max']) for e in sources if e['pose_min'] is not None]
     report = dict(
-        src=str(src), out=str(out), image_size=size, crop=crop, fps=FPS, sample_rate=SAMPLE_RATE,
+        src=str(src), out=str(out), image_size=size, crop=crop_used, fps=FPS, sample_rate=SAMPLE_RATE,
         videos_found=len(videos), videos_used=len(sources), videos_skipped=len(skipped),
         clips=len(clip_frames), frames_decoded=decoded, frames_kept=kept,
         frames_dropped=dict(dropped), face_coverage=round(kept / max(decoded, 1), 4),
@@ -471,15 +609,17 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
         pose_max=np.max([p[1] for p in poses], 0).tolist() if poses else None,
         audio_rms_dbfs=dict(min=min(e['audio_rms_dbfs'] for e in sources),
                             max=max(e['audio_rms_dbfs'] for e in sources)) if sources else None,
-        splits=split_summary, seconds=round(time.time() - t0, 1))
+        splits=split_summary, split_by=split_by, identities=split_identities,
+        seconds=round(time.time() - t0, 1))
     # The footage checks (coverage, face size, pose, silence, clipping, fps) with their warnings.
     validation = report_lib.build_report([e.pop('validation') for e in sources], target_size=size)
     report['validation'] = validation.to_dict()
-    manifest = dict(settings=dict(src=str(src), size=size, crop=crop, val_fraction=val_fraction,
-                                  test_fraction=test_fraction, seed=seed,
+    manifest = dict(settings=dict(src=str(src), size=size, crop='default' if crop is None else crop,
+                                  val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                                  split_by=split_by, identity_from=identity_from,
                                   max_clip_seconds=max_clip_seconds, min_clip_frames=min_clip_frames,
                                   jpeg_quality=jpeg_quality),
-                    sources=sources + skipped)
+                    identities=split_identities, sources=sources + skipped)
     (tmp / 'manifest.json').write_text(json.dumps(manifest, indent=1))
     (tmp / 'report.json').write_text(json.dumps(report, indent=1))
   return report
@@ -495,6 +635,11 @@ def print_summary(report: dict) -> None:
       f'{report["image_size"]}px crops ({report["crop"]})',
       '  splits: ' + ', '.join(f'{k} {v["clips"]} clips / {v["frames"]} frames' for k, v in s.items()),
   ]
+  ids = report.get('identities')
+  if ids:
+    show = lambda v: ', '.join(v[:6]) + (f', ... ({len(v)})' if len(v) > 6 else '')
+    lines.append(f'  identities (split by {report.get("split_by", "clip")}): '
+                 + '; '.join(f'{k} {show(v)}' for k, v in ids.items() if v))
   if report['frames_dropped']:
     lines.append(f'  dropped frames: {report["frames_dropped"]}')
   if report['pose_min'] is not None:
@@ -515,10 +660,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument('--src', required=True, help='folder of videos (searched recursively)')
   p.add_argument('--out', required=True, help='dataset folder to create')
   p.add_argument('--size', type=int, default=128, help='square crop size in pixels')
-  p.add_argument('--crop', default='none', help='none | face[:MARGIN] (synthface) | box:x0,y0,x1,y1 | auto')
-  p.add_argument('--val-fraction', type=float, default=0.1, help='fraction of clips for val')
-  p.add_argument('--test-fraction', type=float, default=0.1, help='fraction of clips for test')
-  p.add_argument('--seed', type=int, default=0, help='seed of the clip split')
+  p.add_argument('--crop', default=None,
+                 help='none | face[:MARGIN] (synthface) | box:x0,y0,x1,y1 | auto[:dlib|haar] '
+                      '(default: none for videos with a synthface sidecar, auto for the others)')
+  p.add_argument('--val-fraction', type=float, default=0.1, help='fraction of clips (identities) for val')
+  p.add_argument('--test-fraction', type=float, default=0.1, help='fraction of clips (identities) for test')
+  p.add_argument('--seed', type=int, default=0, help='seed of the split')
+  p.add_argument('--split-by', choices=SPLIT_BY, default='clip',
+                 help='clip: clips drawn at random; identity: whole identities, so no val/test person is in train')
+  p.add_argument('--identity-from', choices=IDENTITY_FROM, default='folder',
+                 help="a source's identity without a synthface identity: folder (the first folder under --src; "
+                      "--src's own name for videos directly in it) or file (the path under --src)")
   p.add_argument('--max-clip-seconds', type=float, default=20.0, help='longer videos are cut')
   p.add_argument('--min-clip-frames', type=int, default=5, help='shorter clips are dropped')
   p.add_argument('--jpeg-quality', type=int, default=95, help='JPEG quality of stored crops')
@@ -529,7 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = prepare(args.src, args.out, size=args.size, crop=args.crop,
                      val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                      max_clip_seconds=args.max_clip_seconds, min_clip_frames=args.min_clip_frames,
-                     jpeg_quality=args.jpeg_quality, overwrite=args.overwrite, strict=args.strict)
+                     jpeg_quality=args.jpeg_quality, overwrite=args.overwrite, strict=args.strict,
+                     split_by=args.split_by, identity_from=args.identity_from)
   except (PrepareError, video_io.VideoError, OSError) as e:
     print(f'prepare: error: {" ".join(str(e).split())}', file=sys.stderr)
     return 1

@@ -1,6 +1,7 @@
 r"""The synthetic talking face ("synthface", DESIGN §4): mp4 clips with exact ground truth.
 
-    python -m data_prep.synthface --out runs/synth_videos --clips 40 --seconds 8 --size 128 --seed 0
+    python -m data_prep.synthface --out runs/synth_videos --clips 40 --seconds 8 --size 128 --seed 0 \
+        [--identities N]
 
 Each clip speaks random sentences with libespeak-ng (voice, rate and pitch drawn per clip); the
 phoneme start times from espeak's event callback drive the mouth (visemes with coarticulation),
@@ -8,7 +9,15 @@ speech energy drives the amplitude of a smooth random head motion, and blinks co
 Per clip the output is `synth_XXXX.mp4` (h264 yuv420p 25 fps + AAC 16 kHz mono), the ground-truth
 sidecar `synth_XXXX.json` and the lossless audio `synth_XXXX.wav` (format: docs/ARCHITECTURE.md).
 
-Clip i depends only on (seed, i), so clips can be made in any order and in parallel, and the same
+Identities: without `--identities` every clip shows the one default look (and the files are exactly
+those of earlier versions). With `--identities N`, clip i shows identity k = i % N, drawn by
+`synthface_render.draw_identity(seed, k)` (face shape, skin, hair, brows, nose, eye spacing, lips,
+background texture), so identity k is the same person in every clip that uses it; the sidecar adds
+`identity` (k), `identity_name` (`synth_s<seed>_id<kkk>`, what `data_prep.prepare` stores as the clip's
+identity), `identities` (N) and `identity_params` (the drawn parameters, the ground truth of the
+person's colours and shape). The speech, pose and blink tracks of clip i do not depend on N.
+
+Clip i depends only on (seed, i) (and N), so clips can be made in any order and in parallel, and the same
 arguments give byte-identical files. The whole folder is written to a temporary sibling and renamed
 into place, so an interrupted run never leaves a folder that looks complete.
 """
@@ -33,7 +42,8 @@ from daetalker_jax import atomic
 from daetalker_jax.data import contract
 from daetalker_jax.data.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from data_prep import espeak
-from data_prep.synthface_render import face_landmarks, measure_frame, render_frame  # noqa: F401 (public API)
+from data_prep.synthface_render import (  # noqa: F401 (public API)
+    draw_identity, face_landmarks, measure_frame, render_frame)
 
 SILENCE = '_'
 
@@ -229,12 +239,24 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
 _POSE_KEYS = ('mouth_open', 'mouth_width', 'blink', 'yaw', 'pitch', 'roll')  # render_frame's inputs
 
 
-def make_clip(index: int, *, seconds: float, size: int, seed: int) -> dict:
-  """Everything about one clip: audio (int16), per-frame tracks and metadata (nothing rendered)."""
+def identity_name(seed: int, k: int) -> str:
+  """The name of identity k of `seed` (the sidecar's `identity_name`, the prepared dataset's `identity`)."""
+  return f'synth_s{int(seed)}_id{int(k):03d}'
+
+
+def make_clip(index: int, *, seconds: float, size: int, seed: int, identities: int | None = None) -> dict:
+  """Everything about one clip: audio (int16), per-frame tracks and metadata (nothing rendered).
+
+  identities: None for the default look; N for identity index % N (`draw_identity(seed, index % N)`).
+  """
   rng = clip_rng(seed, index)
   num_frames = int(round(seconds * FPS))
   if num_frames < 1:
     raise ValueError(f'synthface: --seconds {seconds} gives no frames')
+  if identities is not None and identities < 1:
+    raise ValueError(f'synthface: --identities must be >= 1, got {identities}')
+  k = None if identities is None else index % identities
+  look = None if k is None else draw_identity(seed, k)
   speech = make_speech(rng, num_frames * SAMPLES_PER_FRAME)
   tracks = viseme_tracks(speech['phonemes'], num_frames)
   tracks.update(pose_tracks(rng, speech['audio'], num_frames))
@@ -242,22 +264,26 @@ def make_clip(index: int, *, seconds: float, size: int, seed: int) -> dict:
   frames = {k: (tracks[k] if k == 'phoneme' else [round(float(x), 5) for x in tracks[k]])
             for k in ('mouth_open', 'mouth_width', 'blink', 'yaw', 'pitch', 'roll', 'phoneme')}
   # The 68 landmarks (iBUG order, output pixels) of the frame as render_clip draws it (rounded values).
-  frames['landmarks'] = [np.round(face_landmarks(size, **{k: frames[k][i] for k in _POSE_KEYS}), 2).tolist()
-                         for i in range(num_frames)]
+  frames['landmarks'] = [np.round(face_landmarks(size, identity=look, **{p: frames[p][i] for p in _POSE_KEYS}),
+                                   2).tolist() for i in range(num_frames)]
   # Beyond docs/ARCHITECTURE.md's fields: the clip index and the timed phonemes [name, start_s,
   # end_s] (silences left out), for evaluations that need more than the per-frame label.
   sidecar = {'clip_id': f'synth_{index:04d}', 'fps': FPS, 'sample_rate': SAMPLE_RATE, 'size': size,
              'num_frames': num_frames, 'text': speech['text'], 'voice': speech['voice'],
              'seed': int(seed), 'index': int(index), 'frames': frames,
              'phonemes': [list(p) for p in speech['phonemes']]}
+  if k is not None:  # the default look's sidecar stays exactly as before
+    sidecar.update(identity=k, identity_name=identity_name(seed, k), identities=int(identities),
+                   identity_params=look)
   return {'sidecar': sidecar, 'audio': speech['audio']}
 
 
 def render_clip(sidecar: dict) -> Iterator[np.ndarray]:
-  """Yields the clip's frames (uint8 (S, S, 3) RGB) from the (rounded) sidecar values."""
+  """Yields the clip's frames (uint8 (S, S, 3) RGB) from the (rounded) sidecar values and its identity."""
   f = sidecar['frames']
+  look = sidecar.get('identity_params')
   for i in range(sidecar['num_frames']):
-    yield render_frame(sidecar['size'], **{k: f[k][i] for k in _POSE_KEYS})
+    yield render_frame(sidecar['size'], identity=look, **{k: f[k][i] for k in _POSE_KEYS})
 
 
 def write_wav(path: pathlib.Path, audio: np.ndarray) -> None:
@@ -302,10 +328,10 @@ def encode_mp4(path: pathlib.Path, frames, size: int, wav_path: pathlib.Path) ->
 
 
 def write_clip(out_dir: str | os.PathLike, index: int, *, seconds: float, size: int,
-               seed: int) -> str:
+               seed: int, identities: int | None = None) -> str:
   """Makes clip `index` in `out_dir` (mp4 + json + wav); returns its clip id."""
   out_dir = pathlib.Path(out_dir)
-  clip = make_clip(index, seconds=seconds, size=size, seed=seed)
+  clip = make_clip(index, seconds=seconds, size=size, seed=seed, identities=identities)
   sidecar = clip['sidecar']
   stem = out_dir / sidecar['clip_id']
   write_wav(stem.with_suffix('.wav'), clip['audio'])
@@ -315,8 +341,8 @@ def write_clip(out_dir: str | os.PathLike, index: int, *, seconds: float, size: 
 
 
 def _write_clip_job(args: tuple) -> str:
-  out_dir, index, seconds, size, seed = args
-  return write_clip(out_dir, index, seconds=seconds, size=size, seed=seed)
+  out_dir, index, seconds, size, seed, identities = args
+  return write_clip(out_dir, index, seconds=seconds, size=size, seed=seed, identities=identities)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,14 +373,18 @@ def read_mp4_audio(path: str | os.PathLike) -> np.ndarray:
 
 def generate_dataset(out_dir: str | os.PathLike, clips: int = 40, seconds: float = 8.0,
                      size: int = 128, seed: int = 0, workers: int | None = None, *,
-                     overwrite: bool = False, progress: bool = False) -> list[pathlib.Path]:
+                     identities: int | None = None, overwrite: bool = False,
+                     progress: bool = False) -> list[pathlib.Path]:
   """Writes `clips` synthface clips into `out_dir` atomically; returns the mp4 paths.
 
   The clips are made in a temporary folder beside `out_dir` and renamed into place at the end.
   `workers` processes (default: all CPUs) make clips in parallel; the bytes do not depend on it.
+  `identities` N gives clip i identity i % N (None: the default look in every clip).
   """
   if clips < 1:
     raise ValueError(f'synthface: --clips must be >= 1, got {clips}')
+  if identities is not None and identities < 1:
+    raise ValueError(f'synthface: --identities must be >= 1, got {identities}')
   if not 32 <= size <= 512 or size % 2:
     raise ValueError(f'synthface: --size must be even (yuv420p) and in 32..512, got {size}')
   if not 0 < seconds <= 600:
@@ -366,7 +396,7 @@ def generate_dataset(out_dir: str | os.PathLike, clips: int = 40, seconds: float
     raise FileExistsError(f'synthface: {out} is not empty (pass --overwrite to replace it)')
   workers = max(1, min(workers or os.cpu_count() or 1, clips))
   with atomic.temp_dir(out) as tmp:  # replaces `out` only once every clip is written
-    jobs = [(str(tmp), i, seconds, size, seed) for i in range(clips)]
+    jobs = [(str(tmp), i, seconds, size, seed, identities) for i in range(clips)]
     bar = None
     if progress:
       import tqdm  # pylint: disable=g-import-not-at-top
@@ -395,12 +425,14 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--seconds', type=float, default=8.0, help='length of each clip')
   parser.add_argument('--size', type=int, default=128, help='frame side in pixels (even, 32..512)')
   parser.add_argument('--seed', type=int, default=0, help='dataset seed; clip i uses (seed, i)')
+  parser.add_argument('--identities', type=int, default=None, metavar='N',
+                      help='clip i shows identity i %% N, drawn from (seed, k) (default: the one default look)')
   parser.add_argument('--workers', type=int, default=None, help='processes (default: all CPUs)')
   parser.add_argument('--overwrite', action='store_true', help='replace a non-empty --out')
   args = parser.parse_args(argv)
   try:
     paths = generate_dataset(args.out, args.clips, args.seconds, args.size, args.seed,
-                             args.workers, overwrite=args.overwrite, progress=True)
+                             args.workers, identities=args.identities, overwrite=args.overwrite, progress=True)
   except (ValueError, FileExistsError) as e:
     parser.exit(2, f'error: {e}\n')
   print(f'wrote {len(paths)} clips to {pathlib.Path(args.out)}')

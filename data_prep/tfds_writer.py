@@ -1,14 +1,15 @@
 """Writes the prepared clips as a TFDS dataset folder (TFRecord shards + dataset_info.json).
 
 Clips arrive one at a time while videos are decoded, but the train/val/test split is chosen only
-when every clip is known (it is by clip, with minimum counts per split). So each clip is serialised
+when every clip is known (by clip or by identity, with minimum counts per split). So each clip is serialised
 once, with the dataset's own `FeaturesDict`, into a per-source *staging* TFRecord; a source that
 fails half way is discarded by deleting its staging file. `finalize` then copies the serialised
 records into the split shards (no re-encoding) and writes the TFDS metadata, after which
 `tfds.builder_from_directory(folder)` reads the dataset. Everything happens inside the caller's
 temporary folder; `prepare.py` renames it into place.
 
-Feature spec (docs/ARCHITECTURE.md), one example per clip.
+Feature spec (docs/ARCHITECTURE.md), one example per clip. `identity` was added later: datasets written
+before it lack the feature, and `daetalker_jax.data.dataset` reads them with identity ''.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def make_features(image_size: int) -> tfds.features.FeaturesDict:
   return f.FeaturesDict({
       'clip_id': f.Text(),
       'source': f.Text(),
+      'identity': f.Text(),                # the person (data_prep.prepare: sidecar, folder or file name)
       'start_frame': f.Scalar(np.int32),   # index of the clip's first frame in the 25 fps source
       'fps': f.Scalar(np.int32),
       'sample_rate': f.Scalar(np.int32),

@@ -140,6 +140,13 @@ def test_split_by_clip_and_info(built):
   assert {pathlib.Path(s['source']).name for s in manifest['sources']} == {
       'synth_0000.mp4', 'synth_0001.mp4', 'synth_0002.mp4', 'long.mkv', 'fast.mp4'}
   rep = json.loads((out / 'report.json').read_text())
+  # Identity by folder (the default): the first folder under --src, or --src's own name.
+  identity = {c['clip_id']: c['identity'] for s in manifest['sources'] for c in s['clips']}
+  assert identity == {cid: 'sub' if cid.startswith('sub__long') else 'src' for cid in flat}
+  assert {c['clip_id']: c['identity'] for v in _clips(out).values() for c in v} == identity
+  assert rep['split_by'] == info['split_by'] == 'clip'
+  assert rep['identities'] == info['identities'] == {
+      s: sorted({identity[c] for c in v}) for s, v in ids.items()}
   assert rep['face_coverage'] == round(159 / 162, 4)
   assert rep['validation']['totals']['frames_kept'] == 162  # faces kept (short clips cut later)
   assert any('short footage' in w for w in rep['validation']['warnings'])
@@ -156,6 +163,49 @@ def test_assign_splits():
   assert prepare.assign_splits(ids[:1], 0.1, 0.1, seed=0) == {'c0': 'train'}
   assert sorted(prepare.assign_splits(ids[:2], 0.1, 0.1, seed=0).values()) == ['train', 'val']
   assert set(prepare.assign_splits(ids, 0.0, 0.0, seed=0).values()) == {'train'}
+
+
+def test_assign_identity_splits():
+  clips = {f'{p}_{i}': p for p in 'abcdefghij' for i in range(3)}
+  a = prepare.assign_identity_splits(clips, 0.1, 0.2, seed=0)
+  assert a == prepare.assign_identity_splits(dict(reversed(list(clips.items()))), 0.1, 0.2, seed=0)
+  per_person = {p: {a[c] for c in clips if clips[c] == p} for p in set(clips.values())}
+  assert all(len(v) == 1 for v in per_person.values())          # a person's clips share one split
+  assert sorted(v.pop() for v in per_person.values()).count('test') == 2
+  assert a != prepare.assign_identity_splits(clips, 0.1, 0.2, seed=1)
+  three = prepare.assign_identity_splits({'x': 'a', 'y': 'b', 'z': 'c'}, 0.01, 0.01, seed=0)
+  assert sorted(three.values()) == ['test', 'train', 'val']   # at least one identity each
+  assert set(prepare.assign_identity_splits(clips, 0.0, 0.0, seed=0).values()) == {'train'}
+  with pytest.raises(prepare.PrepareError, match=r'2 identities \(a, b\) cannot fill train, val and test; need at '):
+    prepare.assign_identity_splits({'x': 'a', 'y': 'b'}, 0.1, 0.1, seed=0)
+  assert sorted(prepare.assign_identity_splits({'x': 'a', 'y': 'b'}, 0.0, 0.1, seed=0).values()) == ['test', 'train']
+
+
+def test_default_crop_per_source(tmp_path, capsys):
+  """Without --crop a synthface video (sidecar) is read whole, any other video goes through face tracking;
+  a video where tracking finds no face is skipped with one line that names the default."""
+  src = tmp_path / 'src'
+  synth = _videos.make_video(src / 'synth_0000.mp4', num_frames=20, width=40, height=40, sidecar=True)
+  plain = _videos.make_video(src / 'plain.mp4', num_frames=20, width=40, height=40)   # no face in it
+  assert prepare.resolve_crop(None, synth) == 'none' and prepare.resolve_crop(None, plain) == 'auto'
+  assert prepare.resolve_crop('box:0,0,8,8', synth) == 'box:0,0,8,8'
+  out = tmp_path / 'data'
+  assert _run_cli(src, out) == 0
+  err = [l for l in capsys.readouterr().err.splitlines() if 'plain.mp4' in l]
+  assert err == [f'prepare: skipping {plain}: no usable face in any of 20 frames (no face: 20) [--crop auto is the '
+                 'default for videos without a synthface sidecar; --crop none keeps whole frames]'], err
+  manifest = json.loads((out / 'manifest.json').read_text())
+  assert manifest['settings']['crop'] == 'default'
+  assert {pathlib.Path(s['source']).name: (s['crop'], s['status']) for s in manifest['sources']} == {
+      'synth_0000.mp4': ('none', 'ok'), 'plain.mp4': ('auto', 'skipped')}
+  assert dataset.dataset_info(out)['crop'] == 'none'   # the crop of every clip in the dataset
+  clips = [c for s in ('train', 'val', 'test') for c in dataset.iterate_clips(out, s)]
+  np.testing.assert_allclose(clips[0]['box'][0], [0, 0, 40, 40])
+  _assert_fails(capsys, src, tmp_path / 'strict', 'plain.mp4: no usable face', '--strict')
+  # An explicit --crop applies to every source, as before.
+  assert _run_cli(src, out, '--overwrite', '--crop', 'none') == 0
+  manifest = json.loads((out / 'manifest.json').read_text())
+  assert {s['crop'] for s in manifest['sources']} == {'none'} and len(manifest['sources']) == 2
 
 
 def _run_cli(src, out, *extra):
@@ -213,7 +263,7 @@ def test_mixed_folder(tmp_path, capsys):
   _videos.make_video(src / 'mute.mkv', audio=False)
   (src / 'readme.txt').write_text('ignored: not a video extension')
   out = tmp_path / 'data'
-  _assert_fails(capsys, src, out, 'mute.mkv: no audio track', '--strict')  # first bad file (sorted)
+  _assert_fails(capsys, src, out, 'mute.mkv: no audio track', '--strict', '--crop', 'box:4,0,44,40')  # first bad file
   assert _run_cli(src, out, '--crop', 'box:4,0,44,40') == 0
   err = capsys.readouterr().err
   assert 'skipping ' + str(src / 'mute.mkv') + ': no audio track' in err
@@ -227,7 +277,7 @@ def test_mixed_folder(tmp_path, capsys):
   _no_leftovers(tmp_path, 'data.')
   # An existing dataset is kept unless --overwrite; with it, replaced atomically.
   assert _run_cli(src, out) == 1 and 'already exists' in capsys.readouterr().err
-  assert _run_cli(src, out, '--overwrite', '--max-clip-seconds', '0.4') == 0
+  assert _run_cli(src, out, '--overwrite', '--max-clip-seconds', '0.4', '--crop', 'box:4,0,44,40') == 0
   assert len([c for s in ('train', 'val', 'test') for c in dataset.iterate_clips(out, s)]) > len(clips)
   _no_leftovers(tmp_path, 'data.')
 

@@ -3,6 +3,8 @@
 One example is one clip (see docs/ARCHITECTURE.md). `load_clips` gives the tf.data view the
 pipelines build on; `iterate_clips` gives whole clips as numpy for latent extraction and
 evaluation; `dataset_info` answers "how big is it" without reading any shard.
+Datasets prepared before clips carried an `identity` read as identity '' (unknown) in `iterate_clips`;
+`load_clips` gives the records as stored (check `'identity' in ds.element_spec`).
 """
 
 from __future__ import annotations
@@ -69,13 +71,17 @@ def load_clips(data_dir: str | pathlib.Path, split: str, *, decode_images: bool 
 
 
 def dataset_info(data_dir: str | pathlib.Path) -> dict[str, Any]:
-  """{'image_size', 'fps', 'sample_rate', 'crop', 'splits': {split: {'clips', 'frames'}}}."""
+  """{'image_size', 'fps', 'sample_rate', 'crop', 'splits': {split: {'clips', 'frames'}}, 'split_by',
+  'identities': {split: [identity, ...]} or None}; older datasets give split_by 'clip' and identities None."""
   meta = dict(get_builder(data_dir).info.metadata or {})
   splits = {s: dict(v) for s, v in meta.get('splits', {}).items()}
   for s in get_builder(data_dir).info.splits:
     splits.setdefault(s, dict(clips=num_clips(data_dir, s), frames=None))
+  identities = meta.get('identities')
   return dict(image_size=meta.get('image_size'), fps=meta.get('fps', 25),
-              sample_rate=meta.get('sample_rate', 16000), crop=meta.get('crop'), splits=splits)
+              sample_rate=meta.get('sample_rate', 16000), crop=meta.get('crop'), splits=splits,
+              split_by=meta.get('split_by', 'clip'),
+              identities={s: list(v) for s, v in identities.items()} if identities else None)
 
 
 def read_manifest(data_dir: str | pathlib.Path) -> dict[str, Any]:
@@ -115,13 +121,14 @@ def clip_table(data_dir: str | pathlib.Path, split: str) -> list[tuple[str, int]
 
 
 def iterate_clips(data_dir: str | pathlib.Path, split: str) -> Iterator[dict[str, Any]]:
-  """Yields whole clips as numpy: clip_id (str), source (str), start_frame, num_frames, fps,
-  images uint8 (N, S, S, 3), pose float32 (N, 3), landmarks float32 (N, 68, 2),
-  landmarks_valid bool (N,), box float32 (N, 4), audio int16 (N*640,)."""
+  """Yields whole clips as numpy: clip_id (str), source (str), identity (str; '' in datasets prepared
+  before identities), start_frame, num_frames, fps, images uint8 (N, S, S, 3), pose float32 (N, 3),
+  landmarks float32 (N, 68, 2), landmarks_valid bool (N,), box float32 (N, 4), audio int16 (N*640,)."""
   for ex in tfds.as_numpy(load_clips(data_dir, split)):
     frames = ex['frames']
     yield dict(
         clip_id=ex['clip_id'].decode(), source=ex['source'].decode(),
+        identity=ex['identity'].decode() if 'identity' in ex else '',
         start_frame=int(ex['start_frame']), num_frames=int(ex['num_frames']), fps=int(ex['fps']),
         sample_rate=int(ex['sample_rate']), images=frames['image'], pose=frames['pose'],
         landmarks=frames['landmarks'], landmarks_valid=frames['landmarks_valid'],
