@@ -49,12 +49,12 @@ class GroupNorm(nnx.Module):
   """GroupNorm(min(32, C) groups, eps 1e-5) computed in >= float32, output cast to the compute dtype.
 
   Written out (rather than nnx.GroupNorm) to keep the two-pass float32 variance that PyTorch uses, which
-  the float32 parity tests against the official model rely on.
+  the float32 parity tests against the official model rely on. `num_groups` overrides min(32, C).
   """
 
   def __init__(self, channels: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-               epsilon: float = 1e-5):
-    self.num_groups = min(32, channels)
+               epsilon: float = 1e-5, num_groups: int | None = None):
+    self.num_groups = num_groups or min(32, channels)
     if channels % self.num_groups:
       raise ValueError(f'GroupNorm: {channels} channels are not divisible into {self.num_groups} groups')
     self.epsilon = epsilon
