@@ -9,6 +9,8 @@ DATA ?= runs/data
 SYNTH ?= runs/synth_videos
 DAE_WORKDIR ?= runs/dae
 S2L_WORKDIR ?= runs/s2l
+DIFFTALK_WORKDIR ?= runs/demo_difftalk/difftalk
+METHOD ?= dae_talker
 DAE_CONFIG ?= configs/dae.py:variant=demo
 S2L_CONFIG ?= configs/s2l.py:variant=demo
 AUDIO ?=
@@ -69,8 +71,13 @@ demo: install
 
 # On the demo's models: make eval DAE_WORKDIR=runs/demo/dae S2L_WORKDIR=runs/demo/s2l DATA=runs/demo/data
 eval: install
+ifeq ($(METHOD),difftalk)
+	$(PYTHON) -m daetalker_jax.evaluate --method difftalk --model $(DIFFTALK_WORKDIR) --data $(DATA) --split test \
+	  --out runs/eval_difftalk/ $(EVAL_FLAGS)
+else
 	$(PYTHON) -m daetalker_jax.evaluate --dae $(DAE_WORKDIR) --s2l $(S2L_WORKDIR) --data $(DATA) --split test \
 	  --out runs/eval $(EVAL_FLAGS)
+endif
 
 bench: install
 	$(PYTHON) benchmarks/run_all.py --out runs/bench

@@ -15,11 +15,10 @@ Stages (each is skipped when its output already exists, so an interrupted demo r
      lag, open-mouth recall, amplitude ratio, teeth recall, closed in silence), PSNR and SSIM, the soft
      colour-window r of `measure_frame` as a secondary number, and a picture of the mouths: generated over
      real at the 8 frames where the real mouth is most open.            → OUT/side_by_side.mp4, OUT/mouths.png
-The DAE is the 64 px `demo` variant, which predicts v rather than eps and weighs the mouth box 10x in its loss
-(configs/dae.py, docs/TRAINING.md): in a CPU budget that is what makes one shared noise image decode to a face
-whose mouth may open. On a 2-core CPU (~13.5 min) the defaults do not yet render an open mouth reliably: one
-run scored strict mouth r 0.76 with the mouth opening ~1/4 as wide as the real one, a rerun 0.00
-(docs/RESULTS.md). `--preset quality` trains longer; `--set dae.FIELD=VALUE` changes
+The DAE is the 64 px `demo` variant, which predicts v rather than eps, weighs the mouth box 10x in its loss and
+trains a linear probe z_sem -> mouth landmarks beside it (configs/dae.py, docs/TRAINING.md): in a CPU budget
+that is what makes one shared noise image decode to a face whose mouth opens. Measured (docs/RESULTS.md):
+strict mouth r 0.83, the mouth opening about a third as wide as the real one (recall 0.08). `--preset quality` trains longer; `--set dae.FIELD=VALUE` changes
 any config field (benchmarks/demo_ablation.py runs the recipe's ablation).
 """
 
@@ -134,7 +133,11 @@ def _train(config, data_dir: pathlib.Path, workdir: pathlib.Path, steps: int, ba
     config.batch_size = batch_size
   if hasattr(config.data, 'window'):
     config.data.window = min(config.data.window, 50)
-  train.train_and_evaluate(config, str(workdir))
+  state = train.train_and_evaluate(config, str(workdir))
+  done = int(state.step)
+  if done < steps:   # a stop signal: the loop saved and returned; the demo must not go on with a half model
+    raise DemoError(f'{workdir}: training stopped at step {done} of {steps} (interrupted); run the demo again to '
+                    'resume')
 
 
 def neutral_frame(data_dir: pathlib.Path) -> tuple[str, int]:
@@ -270,20 +273,23 @@ PRESETS = {
 }
 
 
-def _pairs(items: list[str], flag: str, parser) -> dict[str, dict[str, str]]:
-  out: dict[str, dict[str, str]] = {'dae': {}, 's2l': {}}
+def _pairs(items: list[str], flag: str, parser, stages: tuple[str, ...] = ('dae', 's2l')) -> dict[str, dict[str, str]]:
+  out: dict[str, dict[str, str]] = {s: {} for s in stages}
   for item in items:
     key, sep, value = item.partition('=')
     stage, _, field = key.partition('.')
     if not sep or stage not in out or not field:
-      parser.error(f'{flag} {item!r}: expected dae.FIELD=VALUE or s2l.FIELD=VALUE (e.g. dae.loss.mouth_weight=8)')
+      parser.error(f'{flag} {item!r}: expected STAGE.FIELD=VALUE with STAGE one of {", ".join(stages)} '
+                   f'(e.g. {stages[0]}.optim.learning_rate=1e-3)')
     out[stage][field] = value
   return out
 
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog='python -m daetalker_jax.demo', description=__doc__.split('\n\n')[0])
-  p.add_argument('--out', default='runs/demo', help='folder for every stage (default runs/demo)')
+  p.add_argument('--method', choices=('dae_talker', 'difftalk'), default='dae_talker',
+                 help='dae_talker (person-specific, default) or difftalk (many identities, an unseen face)')
+  p.add_argument('--out', default=None, help='folder for every stage (default runs/demo, runs/demo_difftalk)')
   p.add_argument('--preset', choices=sorted(PRESETS), default='default',
                  help='default: the 20-minute CPU demo; quality: a longer CPU run (~2 h) with better faces')
   p.add_argument('--clips', type=int, help='synthface clips (preset: 16)')
@@ -306,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--batch-size', type=int, default=0, help='training batch override (0: config default)')
   p.add_argument('--verbose', action='store_true', help='library INFO logs on stderr too (always in OUT/log.txt)')
   args = p.parse_args(argv)
+  if args.method == 'difftalk':
+    return _main_difftalk(args, p)
+  args.out = args.out or 'runs/demo'
   for k, v in PRESETS[args.preset].items():
     if getattr(args, k) is None:
       setattr(args, k, v)
@@ -334,6 +343,31 @@ def main(argv: list[str] | None = None) -> int:
                   s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, crop=args.crop, noise=args.noise,
                   pose=args.pose, set=args.set)
   (pathlib.Path(args.out) / 'summary.json').write_text(json.dumps({**settings, **res}, indent=1, default=float) + '\n')
+  return 0
+
+
+def _main_difftalk(args, parser) -> int:
+  """`--method difftalk`: demo_difftalk.run with its preset; --set ae.FIELD=V / difftalk.FIELD=V."""
+  from daetalker_jax import console  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import demo_difftalk  # pylint: disable=g-import-not-at-top
+  args.out = args.out or 'runs/demo_difftalk'
+  overrides = _pairs(args.set, '--set', parser, ('ae', 'difftalk'))
+  log = console.setup(args.out, verbose=args.verbose)
+  console.stage(f'[demo] DiffTalk in {args.out} (library logs: {log})')
+  settings = dict(demo_difftalk.PRESET)
+  for k in ('clips', 'seconds', 'sample_steps'):
+    if getattr(args, k) is not None:
+      settings[k] = getattr(args, k)
+  try:
+    res = demo_difftalk.run(args.out, **settings, ae_overrides=overrides['ae'], dt_overrides=overrides['difftalk'])
+  except DemoError as e:
+    print(f'[demo] error: {e}', file=sys.stderr)
+    return 2
+  print('[demo] timings: ' + ', '.join(f'{k} {v:.0f} s' for k, v in res['timings'].items()))
+  print(demo_difftalk.summary(res))
+  print(f'[demo] total {res["total_s"] / 60:.1f} min')
+  (pathlib.Path(args.out) / 'summary.json').write_text(
+      json.dumps({'method': 'difftalk', **settings, 'set': args.set, **res}, indent=1, default=float) + '\n')
   return 0
 
 

@@ -50,34 +50,47 @@ class Schedule:
   beta_start: float = dataclasses.field(default=1e-4, metadata=dict(static=True))
   beta_end: float = dataclasses.field(default=0.02, metadata=dict(static=True))
   prediction: str = dataclasses.field(default='eps', metadata=dict(static=True))  # network output: eps | v
+  beta_schedule: str = dataclasses.field(default='linear', metadata=dict(static=True))  # BETA_SCHEDULES
 
   @property
   def num_timesteps(self) -> int:
     return int(self.betas.shape[0])
 
 
-def _betas64(T: int, beta_start: float, beta_end: float) -> np.ndarray:
-  return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+BETA_SCHEDULES = ('linear', 'sqrt_linear')
 
 
-def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = 'eps'
-                    ) -> Schedule:
-  """diffae's 'linear' schedule (at T=1000: betas = linspace(1e-4, 0.02, 1000)); `prediction`: eps | v."""
+def _betas64(T: int, beta_start: float, beta_end: float, beta_schedule: str = 'linear') -> np.ndarray:
+  """linear: linspace(start, end) (DDPM, diffae); sqrt_linear: linspace(sqrt(start), sqrt(end))² (what LDM and
+  DiffTalk call "linear", with start 0.0015 / end 0.0195)."""
+  if beta_schedule == 'linear':
+    return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+  if beta_schedule == 'sqrt_linear':
+    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=np.float64) ** 2
+  raise ValueError(f'beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}')
+
+
+def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = 'eps',
+                    beta_schedule: str = 'linear') -> Schedule:
+  """diffae's 'linear' schedule (at T=1000: betas = linspace(1e-4, 0.02, 1000)); `prediction`: eps | v;
+  `beta_schedule='sqrt_linear'` gives LDM's (see _betas64)."""
   if T < 1 or not 0 < beta_start <= beta_end < 1:
     raise ValueError(f'linear_schedule: bad T={T} / betas [{beta_start}, {beta_end}]')
   if prediction not in PREDICTIONS:
     raise ValueError(f'linear_schedule: prediction must be one of {PREDICTIONS}, got {prediction!r}')
-  betas = _betas64(T, beta_start, beta_end)
+  betas = _betas64(T, beta_start, beta_end, beta_schedule)
   ac = np.cumprod(1.0 - betas)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   return Schedule(betas=f32(betas), alphas_cumprod=f32(ac), sqrt_alphas_cumprod=f32(np.sqrt(ac)),
                   sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - ac)), beta_start=beta_start,
-                  beta_end=beta_end, prediction=prediction)
+                  beta_end=beta_end, prediction=prediction, beta_schedule=beta_schedule)
 
 
 def schedule_from_config(d: Any) -> Schedule:
-  """The schedule of a config's `diffusion` block (T, beta_start, beta_end, prediction; eps when absent)."""
-  return linear_schedule(int(d.T), float(d.beta_start), float(d.beta_end), str(d.get('prediction', 'eps')))
+  """The schedule of a config's `diffusion` block (T, beta_start, beta_end, prediction (eps when absent),
+  beta_schedule (linear when absent))."""
+  return linear_schedule(int(d.T), float(d.beta_start), float(d.beta_end), str(d.get('prediction', 'eps')),
+                         str(d.get('beta_schedule', 'linear')))
 
 
 def _at(table: jax.Array, t: jax.Array, ndim: int) -> jax.Array:
@@ -177,14 +190,14 @@ class DDIMTable:
   ac_next: np.ndarray            # (N,) a_{t+1} of the spaced process (0 after the last step)
 
 
-def ddim_table(T: int, steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, dtype: Any = np.float32
-               ) -> DDIMTable:
+def ddim_table(T: int, steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, dtype: Any = np.float32,
+               beta_schedule: str = 'linear') -> DDIMTable:
   """The spaced process exactly as diffae's SpacedDiffusion builds it (betas re-derived in float64).
 
   The coefficients are cast to `dtype` (float32 as diffae; float64 for exact checks under jax_enable_x64).
   """
   ts = ddim_timesteps(T, steps)
-  ac_full = np.cumprod(1.0 - _betas64(T, beta_start, beta_end))
+  ac_full = np.cumprod(1.0 - _betas64(T, beta_start, beta_end, beta_schedule))
   new_betas, last = [], 1.0
   for t in ts:  # SpacedDiffusion.__init__
     new_betas.append(1 - ac_full[t] / last)
@@ -198,7 +211,8 @@ def ddim_table(T: int, steps: int, beta_start: float = 1e-4, beta_end: float = 0
 
 
 def table_for(schedule: Schedule, steps: int) -> DDIMTable:
-  return ddim_table(schedule.num_timesteps, steps, schedule.beta_start, schedule.beta_end)
+  return ddim_table(schedule.num_timesteps, steps, schedule.beta_start, schedule.beta_end,
+                    beta_schedule=schedule.beta_schedule)
 
 
 # ------------------------------------------------------------------------------------------ pure step functions
@@ -240,22 +254,32 @@ def _coefs(table: DDIMTable) -> dict[str, jax.Array]:
 
 # ------------------------------------------------------------------------------------------------- samplers
 def ddim_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, cond: Any, *, steps: int, eta: float = 0.,
-                clip: bool = True, rng: jax.Array | None = None, table: DDIMTable | None = None) -> jax.Array:
+                clip: bool = True, rng: jax.Array | None = None, table: DDIMTable | None = None,
+                inpaint: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
   """DDIM from x_T (B,H,W,C) to x0 with a `lax.scan` over the steps (jit this, or call it inside jit).
 
   eps_fn(x_t, t (B,) int32, cond) -> eps. Frames are the batch; to share one noise image across frames,
   broadcast it into x_T. `rng` is needed only when eta > 0. `table` overrides the linear-schedule table
   (tests, other spacings); by default it is diffae's spaced table for `steps`.
+  inpaint = (x_known (B,H,W,C), keep (B,H,W,1) in [0, 1]): LDM's inpainting. Before every step at t, the
+  region keep=1 is replaced by x_known noised to t (with x_T as the noise, so a shared x_T stays shared), and
+  after the last step by x_known itself: only the region keep=0 is generated.
   """
   table = table or table_for(schedule, steps)
   if eta > 0 and rng is None:
     raise ValueError('ddim_sample: eta > 0 needs rng')
   coefs = jax.tree.map(lambda a: a[::-1], _coefs(table))  # descending in time
   idx = jnp.arange(len(table.timesteps))[::-1]
+  x_T = x_T.astype(coefs['ac'].dtype)
+  if inpaint is not None:
+    known, keep = (a.astype(x_T.dtype) for a in inpaint)
+    noise_T = jnp.broadcast_to(x_T, known.shape)
 
   def body(x, inp):
     i, coef = inp
     t = jnp.full(x.shape[:1], coef['timesteps'], jnp.int32)
+    if inpaint is not None:
+      x = keep * q_sample(schedule, known, t, noise_T) + (1 - keep) * x
     eps = eps_fn(x, t, cond).astype(x.dtype)
     noise = None
     if eta > 0:
@@ -263,7 +287,9 @@ def ddim_sample(eps_fn: EpsFn, schedule: Schedule, x_T: jax.Array, cond: Any, *,
     x, _ = ddim_step(x, eps, coef, eta=eta, clip=clip, noise=noise)
     return x, None
 
-  x, _ = jax.lax.scan(body, x_T.astype(coefs['ac'].dtype), (idx, coefs))
+  x, _ = jax.lax.scan(body, jnp.broadcast_to(x_T, inpaint[0].shape) if inpaint is not None else x_T, (idx, coefs))
+  if inpaint is not None:
+    x = keep * known + (1 - keep) * x
   return x
 
 

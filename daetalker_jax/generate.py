@@ -1,7 +1,9 @@
 """Generation: speech audio → talking-face mp4, for any method of `daetalker_jax.inference`.
 
   python -m daetalker_jax.generate --audio speech.wav --dae DAE_WORKDIR --s2l S2L_WORKDIR --out video.mp4
-  (--method dae_talker is the default and today's only method; docs/GENERATE.md has every option)
+  python -m daetalker_jax.generate --method difftalk --model DIFFTALK_WORKDIR --audio speech.wav \
+      --video source.mp4 --out dubbed.mp4          # or --image photo.jpg
+  (docs/GENERATE.md has every option)
 
 The method's pipeline (inference/pipeline.py) validates every input and loads its models first, so bad
 input gives a one-line error and no file. Frames are then decoded batch by batch and streamed to ffmpeg
@@ -50,20 +52,29 @@ def write_video(video: inference.Video, out_path: str, *, frames_out: Callable[[
 def generate(audio_path: str, dae_dir: str, s2l_dir: str, out_path: str, opts: Options = Options(), *,
              frames_out: Callable[[np.ndarray], None] | None = None, progress: bool = True,
              method: str = 'dae_talker') -> dict[str, Any]:
-  """Writes the talking-face mp4 for `audio_path`; returns a summary dict (frames, wall time, frames/s).
+  """Writes the DAE-Talker mp4 for `audio_path`; returns a summary dict (frames, wall time, frames/s).
 
   `frames_out`, if given, receives every batch of final uint8 frames (b, H, W, 3) before encoding.
   Nothing is written at `out_path` unless the whole video was encoded.
   """
+  return generate_with(method, audio_path, out_path, dict(dae=dae_dir, s2l=s2l_dir, options=opts),
+                       frames_out=frames_out, progress=progress)
+
+
+def generate_with(method: str, audio_path: str, out_path: str, pipeline_kwargs: dict[str, Any], *,
+                  frames_out: Callable[[np.ndarray], None] | None = None, progress: bool = True) -> dict[str, Any]:
+  """`generate` for any method: its pipeline is `inference.load_pipeline(method, **pipeline_kwargs)`."""
   t0 = time.perf_counter()
   if not str(out_path).endswith('.mp4'):
     raise GenerateError(f'--out={out_path}: the output must be an .mp4 file')
   speech = loading.load_speech(audio_path)
-  pipeline = inference.load_pipeline(method, dae=dae_dir, s2l=s2l_dir, options=opts)
-  written = write_video(pipeline(speech), out_path, frames_out=frames_out, progress=progress)
+  pipeline = inference.load_pipeline(method, **pipeline_kwargs)
+  video = pipeline(speech)
+  written = write_video(video, out_path, frames_out=frames_out, progress=progress)
   wall = time.perf_counter() - t0
   return dict(out=str(out_path), frames=written, seconds=written / contract.FPS, wall_s=wall,
-              fps=written / wall if wall > 0 else float('inf'), compiles=pipeline.num_compiles())
+              fps=written / wall if wall > 0 else float('inf'), compiles=pipeline.num_compiles(),
+              frames_without_face=int(video.info.get('frames_without_face', 0)))
 
 
 def generate_frames(audio_path: str, dae_dir: str, s2l_dir: str, opts: Options = Options(),
@@ -80,10 +91,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--method', default='dae_talker', choices=inference.METHODS,
                  help='which method generates (default dae_talker)')
   p.add_argument('--audio', required=True, help='speech file (any ffmpeg-readable audio or video)')
-  p.add_argument('--dae', required=True, help='DAE training workdir (task dae)')
-  p.add_argument('--s2l', required=True, help='speech2latent training workdir (task s2l)')
   p.add_argument('--out', required=True, help='output .mp4')
-  p.add_argument('--steps', type=int, default=20, help='DDIM steps (default 20)')
+  p.add_argument('--steps', type=int, default=None, help='DDIM steps (default 20; difftalk 50)')
+  g = p.add_argument_group('dae_talker (person-specific)')
+  g.add_argument('--dae', default='', help='DAE training workdir (task dae)')
+  g.add_argument('--s2l', default='', help='speech2latent training workdir (task s2l)')
   p.add_argument('--noise', default='seed:0', help='shared x_T: seed:N or invert:CLIP_ID:FRAME (needs --data)')
   p.add_argument('--pose', default='predicted', help=pose_lib.POSE_CHOICES + ' (degrees)')
   p.add_argument('--pose-scale', type=float, default=1.0, help='multiplies the head pose (default 1)')
@@ -95,22 +107,49 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--chunk-seconds', type=float, default=30.0, help='speech2latent window (default 30 s)')
   p.add_argument('--overlap-seconds', type=float, default=2.0, help='crossfaded window overlap (default 2 s)')
   p.add_argument('--quiet', action='store_true', help='no progress bar')
+  g = p.add_argument_group('difftalk (any face)')
+  g.add_argument('--model', default='', help='DiffTalk training workdir (task difftalk)')
+  g.add_argument('--video', default='', help='source video to dub (pose, upper face, background kept)')
+  g.add_argument('--image', default='', help='or one photo to animate (reference and target)')
+  g.add_argument('--clip', default='', help='or a prepared dataset clip id (needs --data; writes the crops)')
+  g.add_argument('--length', default='loop', choices=('loop', 'trim'),
+                 help='audio longer than the video: loop the video back and forth, or trim the audio')
+  g.add_argument('--no-inpaint', action='store_true', help='generate the whole face, not only the jaw region')
+  g.add_argument('--seed', type=int, default=0, help='the shared x_T (default 0)')
   return p
+
+
+def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+  """The `inference.load_pipeline` arguments of the parsed flags for args.method."""
+  if args.method == 'difftalk':
+    if not args.model:
+      raise GenerateError('--method difftalk needs --model DIFFTALK_WORKDIR')
+    opts = inference.DiffTalkOptions(
+        video=args.video, image=args.image, clip=args.clip, data_dir=args.data,
+        steps=50 if args.steps is None else args.steps,
+        seed=args.seed, batch=args.batch, inpaint=not args.no_inpaint, length=args.length)
+    return dict(model=args.model, options=opts)
+  if not args.dae or not args.s2l:
+    raise GenerateError('--method dae_talker needs --dae DAE_WORKDIR and --s2l S2L_WORKDIR')
+  opts = Options(steps=20 if args.steps is None else args.steps, noise=args.noise, pose=args.pose,
+                 pose_scale=args.pose_scale,
+                 smooth=args.smooth, batch=args.batch, bf16=args.bf16, data_dir=args.data,
+                 paste_back=args.paste_back, chunk_frames=int(round(args.chunk_seconds * contract.FPS)),
+                 overlap_frames=int(round(args.overlap_seconds * contract.FPS)))
+  return dict(dae=args.dae, s2l=args.s2l, options=opts)
 
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  opts = Options(steps=args.steps, noise=args.noise, pose=args.pose, pose_scale=args.pose_scale,
-                 smooth=args.smooth, batch=args.batch, bf16=args.bf16, data_dir=args.data,
-                 paste_back=args.paste_back, chunk_frames=int(round(args.chunk_seconds * contract.FPS)),
-                 overlap_frames=int(round(args.overlap_seconds * contract.FPS)))
   try:
-    s = generate(args.audio, args.dae, args.s2l, args.out, opts, progress=not args.quiet, method=args.method)
+    s = generate_with(args.method, args.audio, args.out, pipeline_kwargs(args), progress=not args.quiet)
   except (GenerateError, video_io.VideoError, OSError) as e:
     print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     return 1
   print(f'{s["out"]}: {s["frames"]} frames, {s["seconds"]:.2f} s of video, wall {s["wall_s"]:.1f} s, '
         f'{s["fps"]:.2f} frames/s')
+  if s['frames_without_face']:
+    print(f'{s["frames_without_face"]} source frames had no face and were passed through untouched')
   return 0
 
 

@@ -359,14 +359,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             progress.update(done, loss=summary.get('loss', float('nan')))
             pending, last_time, last_step = [], now, done
           progress.pause()                     # eval and checkpoint time stay out of the rate and ETA
+          if ckpt_due:                         # before the eval: an eval that fails loses no training
+            save(done)
           if eval_due:
             ema_model = parts.merge(state.ema, state.other)
             model = parts.merge(state.params, state.other)
             eval_metrics = evaluator(model, ema_model, eval_inputs, done, writer)
             if eval_metrics:
               writer.write_scalars(done, eval_metrics)
-          if ckpt_due:
-            save(done)
           progress.resume()
           if stopping:
             logging.warning('Stopped by signal at step %d (checkpoint saved).', done)

@@ -226,3 +226,34 @@ def test_cpu_compiler_options_turn_ynnpack_off_only_on_cpu():
   """XLA:CPU's YNNPACK kernels are slower for the UNet's convolutions (benchmarks/bench_torch_unet.py)."""
   assert D.compiler_options('cpu') == {'xla_cpu_experimental_ynn_fusion_type': ''}
   assert D.compiler_options('tpu') == {} and D.compiler_options('gpu') == {}
+
+
+def test_sqrt_linear_schedule_is_ldms():
+  """DiffTalk / LDM: betas = linspace(sqrt(0.0015), sqrt(0.0195), 1000)²; the DDIM table follows it."""
+  sch = D.linear_schedule(1000, 0.0015, 0.0195, beta_schedule='sqrt_linear')
+  b = np.asarray(sch.betas, np.float64)
+  np.testing.assert_allclose(b[[0, -1]], [0.0015, 0.0195], rtol=1e-6)
+  np.testing.assert_allclose(np.diff(np.sqrt(b)), np.diff(np.sqrt(b))[0], rtol=1e-3)
+  assert not np.allclose(b, np.asarray(D.linear_schedule(1000, 0.0015, 0.0195).betas))
+  np.testing.assert_allclose(D.table_for(sch, 10).ac, np.asarray(sch.alphas_cumprod)[D.ddim_timesteps(1000, 10)],
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match='beta_schedule'):
+    D.linear_schedule(beta_schedule='cosine')
+
+
+def test_inpainting_keeps_the_known_region_and_generates_the_rest():
+  sch = D.linear_schedule(1000, 0.0015, 0.0195, beta_schedule='sqrt_linear')
+  k = jax.random.split(jax.random.key(0), 3)
+  known = jax.random.normal(k[0], (2, 8, 8, 3))
+  x_T = jax.random.normal(k[1], (1, 8, 8, 3))
+  keep = jnp.zeros((2, 8, 8, 1)).at[:, :4].set(1.0)          # top half known, bottom half generated
+  pixelwise = lambda x, t, c: 0.3 * x
+  plain = D.ddim_sample(pixelwise, sch, jnp.broadcast_to(x_T, known.shape), None, steps=10, clip=False)
+  out = D.ddim_sample(pixelwise, sch, x_T, None, steps=10, clip=False, inpaint=(known, keep))
+  np.testing.assert_array_equal(out[:, :4], known[:, :4])
+  np.testing.assert_allclose(out[:, 4:], plain[:, 4:], atol=1e-5)   # a pixelwise model ignores the known region
+  # A model that mixes pixels: the generated half now depends on the known half.
+  mixing = lambda x, t, c: 0.3 * x + x.mean(axis=(1, 2), keepdims=True)
+  a = D.ddim_sample(mixing, sch, x_T, None, steps=10, clip=False, inpaint=(known, keep))
+  b = D.ddim_sample(mixing, sch, x_T, None, steps=10, clip=False, inpaint=(known + 1.0, keep))
+  assert float(jnp.abs(a[:, 4:] - b[:, 4:]).max()) > 1e-3

@@ -7,10 +7,13 @@
 
 Modules: dae_codec (encode / invert / decode / reconstruct of a DAE), speech2latent (windowed speech →
 latents), pose (pose tracks), paste_back, clips (dataset look-ups), loading (validated checkpoints and
-audio), pipeline (the Pipeline interface and DAETalkerPipeline). generate.py, evaluate.py, extract.py,
+audio), pipeline (the Pipeline interface and DAETalkerPipeline); difftalk_codec, face_source (video / photo / clip
+faces with landmarks) and difftalk_pipeline (DiffTalkPipeline). generate.py, evaluate.py, extract.py,
 demo.py and the DAE task's eval are thin users of these.
 """
 
+from daetalker_jax.inference.difftalk_pipeline import DiffTalkOptions
+from daetalker_jax.inference.difftalk_pipeline import DiffTalkPipeline
 from daetalker_jax.inference.errors import GenerateError
 from daetalker_jax.inference.pipeline import DAETalkerPipeline
 from daetalker_jax.inference.pipeline import Options
@@ -19,7 +22,8 @@ from daetalker_jax.inference.pipeline import Video
 
 # --method name → pipeline class; each method's checkpoints are its constructor's keyword arguments.
 PIPELINES = {
-    'dae_talker': DAETalkerPipeline,
+    'dae_talker': DAETalkerPipeline,     # dae=, s2l=, options=Options
+    'difftalk': DiffTalkPipeline,        # model=, options=DiffTalkOptions
 }
 METHODS = tuple(PIPELINES)
 

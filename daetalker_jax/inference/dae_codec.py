@@ -31,7 +31,7 @@ from daetalker_jax import diffusion
 from daetalker_jax import sharding
 
 
-def _round_up(x: int, m: int) -> int:
+def round_up(x: int, m: int) -> int:
   return -(-x // m) * m
 
 
@@ -47,9 +47,33 @@ def to_float(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32)
 
 
-def _host(x: jax.Array) -> np.ndarray:
+def host(x: jax.Array) -> np.ndarray:
   """A replicated output as numpy (its first local copy: every process of a multi-host run reads it)."""
   return np.asarray(x.addressable_data(0))
+
+
+def global_array(array, sharding_: jax.sharding.NamedSharding) -> jax.Array:
+  """A global jax.Array from a numpy array that every process holds whole (single- or multi-host)."""
+  if isinstance(array, jax.Array) and not array.is_fully_addressable:
+    return array
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, sharding_, lambda index: array[index])
+
+
+def batches(arrays: tuple[np.ndarray, ...], batch: int, sharding_: jax.sharding.NamedSharding
+            ) -> Iterator[tuple[int, tuple[jax.Array, ...]]]:
+  """(valid rows, device batches) of `arrays` (same length N) in fixed-size batches, the last one padded
+  with its last row (so one compilation serves any N)."""
+  n = len(arrays[0])
+  for start in range(0, n, batch):
+    k = min(batch, n - start)
+    out = []
+    for a in arrays:
+      chunk = np.asarray(a[start:start + k])
+      if k < batch:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - k, axis=0)])
+      out.append(global_array(chunk, sharding_))
+    yield k, tuple(out)
 
 
 def with_dtype(model: nnx.Module, config: ml_collections.ConfigDict, dtype: str) -> nnx.Module:
@@ -74,7 +98,7 @@ class DAECodec:
     if bf16:
       model = with_dtype(model, config, 'bfloat16')
     self.mesh = mesh or sharding.create_mesh([('data', -1), ('fsdp', 1)])
-    self.batch = _round_up(max(1, batch), sharding.batch_size_divisor(self.mesh))
+    self.batch = round_up(max(1, batch), sharding.batch_size_divisor(self.mesh))
     self.steps = steps
     self.image_size = int(config.model.image_size)
     self.latent_dim = int(config.model.enc_out_channels)
@@ -141,31 +165,9 @@ class DAECodec:
     state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state)
     self._state = self._place(state)
 
-  @staticmethod
-  def _global(array, sharding_: jax.sharding.NamedSharding) -> jax.Array:
-    """A global jax.Array from a numpy array that every process holds whole (single- or multi-host)."""
-    if isinstance(array, jax.Array) and not array.is_fully_addressable:
-      return array
-    array = np.asarray(array)
-    return jax.make_array_from_callback(array.shape, sharding_, lambda index: array[index])
-
-  # ---- Batching.
-  def _batches(self, arrays: tuple[np.ndarray, ...]) -> Iterator[tuple[int, tuple[jax.Array, ...]]]:
-    """(valid rows, device batches) of `arrays` (same length N) in fixed-size padded batches."""
-    n = len(arrays[0])
-    for start in range(0, n, self.batch):
-      k = min(self.batch, n - start)
-      out = []
-      for a in arrays:
-        chunk = np.asarray(a[start:start + k])
-        if k < self.batch:                                     # pad with the last row: one compilation
-          chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - k, axis=0)])
-        out.append(self._global(chunk, self._bs))
-      yield k, tuple(out)
-
   def _shared_noise(self, x_T: np.ndarray) -> jax.Array:
     """One x_T (1, S, S, 3), replicated: every frame of every batch starts from it."""
-    return self._global(np.asarray(x_T, np.float32).reshape(1, self.image_size, self.image_size, 3), self._rep)
+    return global_array(np.asarray(x_T, np.float32).reshape(1, self.image_size, self.image_size, 3), self._rep)
 
   def _check_images(self, images: np.ndarray, what: str) -> np.ndarray:
     images = np.asarray(images)
@@ -177,7 +179,8 @@ class DAECodec:
   def encode(self, images: np.ndarray) -> np.ndarray:
     """z_sem (N, D) float32 of frames (N, s, s, 3): uint8, or float in [-1, 1]; resized to the DAE's size."""
     images = self._check_images(images, 'encode')
-    return np.concatenate([_host(self._encode(self._state, x))[:k] for k, (x,) in self._batches((images,))])
+    chunks = batches((images,), self.batch, self._bs)
+    return np.concatenate([host(self._encode(self._state, x))[:k] for k, (x,) in chunks])
 
   def _need_steps(self, what: str) -> None:
     if self.steps is None:
@@ -187,7 +190,8 @@ class DAECodec:
     """x_T (N, S, S, 3) float32 of real frames by DDIM inversion with their own z_sem."""
     self._need_steps('invert')
     images = self._check_images(images, 'invert')
-    return np.concatenate([_host(self._invert(self._state, x))[:k] for k, (x,) in self._batches((images,))])
+    chunks = batches((images,), self.batch, self._bs)
+    return np.concatenate([host(self._invert(self._state, x))[:k] for k, (x,) in chunks])
 
   def seed_noise(self, seed: int) -> np.ndarray:
     """x_T (1, S, S, 3) ~ N(0, I) from a seed."""
@@ -205,13 +209,13 @@ class DAECodec:
     if latents.ndim != 2 or latents.shape[1] != self.latent_dim:
       raise ValueError(f'DAECodec.decode: latents of shape {latents.shape}, the DAE expects (N, {self.latent_dim})')
     noise = self._shared_noise(x_T)
-    batches = self._batches((latents,))
+    items = batches((latents,), self.batch, self._bs)
     launch = lambda item: None if item is None else (item[0], self._decode(self._state, item[1][0], noise))
-    pending = launch(next(batches, None))
+    pending = launch(next(items, None))
     while pending is not None:
-      following = launch(next(batches, None))
+      following = launch(next(items, None))
       k, frames = pending
-      yield _host(frames)[:k]
+      yield host(frames)[:k]
       pending = following
 
   def decode(self, latents: np.ndarray, x_T: np.ndarray) -> np.ndarray:
@@ -223,13 +227,14 @@ class DAECodec:
     self._need_steps('reconstruct')
     images = self._check_images(images, 'reconstruct')
     noise = self._shared_noise(x_T)
-    outs = [(k, self._reconstruct(self._state, x, noise)) for k, (x,) in self._batches((images,))]
-    return tuple(np.concatenate([_host(o[i])[:k] for k, o in outs]) for i in range(3))
+    chunks = batches((images,), self.batch, self._bs)
+    outs = [(k, self._reconstruct(self._state, x, noise)) for k, (x,) in chunks]
+    return tuple(np.concatenate([host(o[i])[:k] for k, o in outs]) for i in range(3))
 
   def lower_decode(self) -> jax.stages.Lowered:
     """The decode program for one batch, lowered (benchmarks: `.compile()`, cost and memory analysis)."""
-    cond = self._global(np.zeros((self.batch, self.latent_dim), np.float32), self._bs)
-    noise = self._global(self.seed_noise(0), self._rep)
+    cond = global_array(np.zeros((self.batch, self.latent_dim), np.float32), self._bs)
+    noise = global_array(self.seed_noise(0), self._rep)
     return self._decode.lower(self._state, cond, noise)
 
   def num_compiles(self) -> int:
