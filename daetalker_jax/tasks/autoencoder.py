@@ -15,7 +15,6 @@ import dataclasses
 import os
 from typing import Any
 
-from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ from daetalker_jax import metrics as metrics_lib
 from daetalker_jax import sharding
 from daetalker_jax import tasks
 from daetalker_jax.models import vq
+from daetalker_jax.tasks import dae as dae_task
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vq.VQModel:
@@ -54,36 +54,10 @@ def load_pretrained(config: ml_collections.ConfigDict, model: vq.VQModel) -> boo
 # --------------------------------------------------------------------------------------------------------
 # Data.
 # --------------------------------------------------------------------------------------------------------
-def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
-                  start_step: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
-  """Per-process training iterator of {'image'} batches (positioned at `start_step`) and the fixed
-  validation frames (as tasks/dae.py: each process reads its own 1/process_count of the frames)."""
-  from daetalker_jax.data import pipelines  # pylint: disable=g-import-not-at-top
-  if not config.data.data_dir:
-    raise ValueError('config.data.data_dir is empty: pass --config.data.data_dir=DATA_DIR '
-                     '(a folder written by `python -m data_prep.prepare`)')
-  size = config.model.image_size
-  stream = pipelines.frames_pipeline(
-      config.data.data_dir, 'train', image_size=size, batch_size=config.batch_size // process_count,
-      seed=config.seed, train=True, process_index=process_index, process_count=process_count,
-      start_batch=start_step, hflip=config.data.hflip)
-  if start_step:
-    logging.info('Input stream positioned at batch %d (the batches before it are not read).', start_step)
-  train_iter = ({'image': b['image']} for b in stream)
-  # The same validation frames in every process, spread over the first num_eval_images*16 val frames.
-  eval_batch = next(pipelines.frames_pipeline(
-      config.data.data_dir, 'val', image_size=size, batch_size=config.num_eval_images * 16, seed=0,
-      train=False, process_index=0, process_count=1))
-  images = np.asarray(eval_batch['image'], np.float32)[np.asarray(eval_batch['mask'], bool)]
-  if not len(images):
-    raise ValueError(f'{config.data.data_dir}: the val split has no frames for the reconstruction eval')
-  images = images[np.linspace(0, len(images) - 1, min(config.num_eval_images, len(images))).round().astype(int)]
-  return train_iter, {'image': images}
-
-
-def data_stats(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return {'data_dir': os.path.abspath(config.data.data_dir) if config.data.data_dir else '',
-          'image_size': int(config.model.image_size)}
+# The DAE task's frame stream and fixed validation frames (per-process share, resume by index) and its data
+# stats; with no mouth-weight or probe options in config.loss its batches are {'image'} only.
+make_datasets = dae_task.make_datasets
+data_stats = dae_task.data_stats
 
 
 # --------------------------------------------------------------------------------------------------------
