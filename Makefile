@@ -10,6 +10,7 @@ SYNTH ?= runs/synth_videos
 DAE_WORKDIR ?= runs/dae
 S2L_WORKDIR ?= runs/s2l
 DIFFTALK_WORKDIR ?= runs/demo_difftalk/difftalk
+LANDMARK_WORKDIR ?= runs/demo_landmark/talkformer
 METHOD ?= dae_talker
 DAE_CONFIG ?= configs/dae.py:variant=demo
 S2L_CONFIG ?= configs/s2l.py:variant=demo
@@ -74,6 +75,9 @@ eval: install
 ifeq ($(METHOD),difftalk)
 	$(PYTHON) -m daetalker_jax.evaluate --method difftalk --model $(DIFFTALK_WORKDIR) --data $(DATA) --split test \
 	  --out runs/eval_difftalk/ $(EVAL_FLAGS)
+else ifeq ($(METHOD),landmark)
+	$(PYTHON) -m daetalker_jax.evaluate --method landmark --model $(LANDMARK_WORKDIR) --data $(DATA) --split test \
+	  --out runs/eval_landmark/ $(EVAL_FLAGS)
 else
 	$(PYTHON) -m daetalker_jax.evaluate --dae $(DAE_WORKDIR) --s2l $(S2L_WORKDIR) --data $(DATA) --split test \
 	  --out runs/eval $(EVAL_FLAGS)

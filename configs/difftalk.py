@@ -15,18 +15,12 @@ Variants: `tiny` (CPU tests: 32 px, f2 first stage), `demo` (CPU demo: 64 px, f4
 
 import ml_collections
 
+from configs import autoencoder
 from configs import common
 
-# Shapes per variant: the first stage (models.vq.VQConfig, as the autoencoder variant of the same name) and the
+# Shapes per variant: the first stage is the configs/autoencoder.py variant of the same name (`full`: f4), and the
 # LDM UNet (models.ldm_unet.LDMUNetConfig; in = 3 latents of embed_dim, context = audio 64 + landmark 64).
-_FIRST_STAGE = {
-    'tiny': dict(image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=3, embed_dim=3, n_embed=64,
-                 norm_groups=8),
-    'demo': dict(image_size=64, ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, z_channels=3, embed_dim=3,
-                 n_embed=256, norm_groups=8),
-    'full': dict(image_size=256, ch=128, ch_mult=(1, 2, 4), num_res_blocks=2, z_channels=3, embed_dim=3,
-                 n_embed=8192, norm_groups=32),
-}
+_FIRST_STAGE = {'tiny': 'tiny', 'demo': 'demo', 'full': 'f4'}
 _UNET = {
     'tiny': dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
                  num_head_channels=16, norm_groups=8),
@@ -57,10 +51,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.first_stage = ''
 
   config.model = ml_collections.ConfigDict()
-  config.model.first_stage = ml_collections.ConfigDict(dict(in_channels=3, out_channels=3, **_FIRST_STAGE[variant]))
-  z = _FIRST_STAGE[variant]['embed_dim']
+  first = autoencoder.get_config(f'variant={_FIRST_STAGE[variant]}').model
+  config.model.first_stage = ml_collections.ConfigDict(first.to_dict())
+  z = first.embed_dim
   config.model.unet = ml_collections.ConfigDict(dict(
-      image_size=_FIRST_STAGE[variant]['image_size'] // 2 ** (len(_FIRST_STAGE[variant]['ch_mult']) - 1),
+      image_size=first.image_size // 2 ** (len(first.ch_mult) - 1),
       in_channels=3 * z, out_channels=z, transformer_depth=1, context_dim=128, dropout=0.0, **_UNET[variant]))
   # Audio / landmark encoders (models.difftalk.CondConfig): per-frame window conv net + 8-frame smoother, and
   # the landmark MLP on the 39 context points.

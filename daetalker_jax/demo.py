@@ -287,8 +287,9 @@ def _pairs(items: list[str], flag: str, parser, stages: tuple[str, ...] = ('dae'
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog='python -m daetalker_jax.demo', description=__doc__.split('\n\n')[0])
-  p.add_argument('--method', choices=('dae_talker', 'difftalk'), default='dae_talker',
-                 help='dae_talker (person-specific, default) or difftalk (many identities, an unseen face)')
+  p.add_argument('--method', choices=('dae_talker', 'difftalk', 'landmark'), default='dae_talker',
+                 help='dae_talker (person-specific, default), difftalk or landmark (many identities, an unseen '
+                      'face)')
   p.add_argument('--out', default=None, help='folder for every stage (default runs/demo, runs/demo_difftalk)')
   p.add_argument('--preset', choices=sorted(PRESETS), default='default',
                  help='default: the 20-minute CPU demo; quality: a longer CPU run (~2 h) with better faces')
@@ -312,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--batch-size', type=int, default=0, help='training batch override (0: config default)')
   p.add_argument('--verbose', action='store_true', help='library INFO logs on stderr too (always in OUT/log.txt)')
   args = p.parse_args(argv)
-  if args.method == 'difftalk':
-    return _main_difftalk(args, p)
+  if args.method in ('difftalk', 'landmark'):
+    return _main_generic(args, p)
   args.out = args.out or 'runs/demo'
   for k, v in PRESETS[args.preset].items():
     if getattr(args, k) is None:
@@ -346,28 +347,35 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _main_difftalk(args, parser) -> int:
-  """`--method difftalk`: demo_difftalk.run with its preset; --set ae.FIELD=V / difftalk.FIELD=V."""
+def _main_generic(args, parser) -> int:
+  """`--method difftalk` (demo_difftalk.run; --set ae.FIELD=V / difftalk.FIELD=V) and `--method landmark`
+  (demo_landmark.run; --set ae. / landmarks. / talkformer.)."""
   from daetalker_jax import console  # pylint: disable=g-import-not-at-top
-  from daetalker_jax import demo_difftalk  # pylint: disable=g-import-not-at-top
-  args.out = args.out or 'runs/demo_difftalk'
-  overrides = _pairs(args.set, '--set', parser, ('ae', 'difftalk'))
+  if args.method == 'difftalk':
+    from daetalker_jax import demo_difftalk as module  # pylint: disable=g-import-not-at-top
+    stages, keys, title = ('ae', 'difftalk'), ('ae_overrides', 'dt_overrides'), 'DiffTalk'
+  else:
+    from daetalker_jax import demo_landmark as module  # pylint: disable=g-import-not-at-top
+    stages, keys = ('ae', 'landmarks', 'talkformer'), ('ae_overrides', 'a_overrides', 'b_overrides')
+    title = 'landmark diffusion (TalkFormer)'
+  args.out = args.out or f'runs/demo_{args.method}'
+  overrides = _pairs(args.set, '--set', parser, stages)
   log = console.setup(args.out, verbose=args.verbose)
-  console.stage(f'[demo] DiffTalk in {args.out} (library logs: {log})')
-  settings = dict(demo_difftalk.PRESET)
+  console.stage(f'[demo] {title} in {args.out} (library logs: {log})')
+  settings = dict(module.PRESET)
   for k in ('clips', 'seconds', 'sample_steps'):
     if getattr(args, k) is not None:
       settings[k] = getattr(args, k)
   try:
-    res = demo_difftalk.run(args.out, **settings, ae_overrides=overrides['ae'], dt_overrides=overrides['difftalk'])
+    res = module.run(args.out, **settings, **{k: overrides[s] for k, s in zip(keys, stages)})
   except DemoError as e:
     print(f'[demo] error: {e}', file=sys.stderr)
     return 2
   print('[demo] timings: ' + ', '.join(f'{k} {v:.0f} s' for k, v in res['timings'].items()))
-  print(demo_difftalk.summary(res))
+  print(module.summary(res))
   print(f'[demo] total {res["total_s"] / 60:.1f} min')
   (pathlib.Path(args.out) / 'summary.json').write_text(
-      json.dumps({'method': 'difftalk', **settings, 'set': args.set, **res}, indent=1, default=float) + '\n')
+      json.dumps({'method': args.method, **settings, 'set': args.set, **res}, indent=1, default=float) + '\n')
   return 0
 
 

@@ -24,30 +24,16 @@ PRESET = dict(identities=8, clips=32, seconds=4.0, video_size=128, image_size=64
               sample_steps=20)
 
 
-def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0, video_size: int = 128,
-        image_size: int = 64, ae_steps: int = 600, dt_steps: int = 1200, sample_steps: int = 20, seed: int = 0,
-        ae_overrides: dict[str, str] | None = None, dt_overrides: dict[str, str] | None = None) -> dict:
-  """Runs every stage into `out`; returns paths, timings and the metrics of the unseen identity's clip."""
+def prepare_people(root: pathlib.Path, *, identities: int, clips: int, seconds: float, video_size: int,
+                   image_size: int, ae_steps: int, seed: int, ae_overrides: dict[str, str] | None,
+                   timings: dict[str, float]) -> tuple[pathlib.Path, pathlib.Path]:
+  """Stages 1-3, shared by the generic-identity demos: synthface identities, the dataset split by identity,
+  the VQ autoencoder. Returns (data dir, autoencoder workdir)."""
   from configs import autoencoder as ae_config  # pylint: disable=g-import-not-at-top
-  from configs import difftalk as dt_config  # pylint: disable=g-import-not-at-top
   from daetalker_jax import demo  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.data import contract  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.data import video_io  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.evaluation import mouth as mouth_metrics  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.inference import difftalk_pipeline as dtp  # pylint: disable=g-import-not-at-top
-
-  root = pathlib.Path(out)
-  root.mkdir(parents=True, exist_ok=True)
-  videos, data, ae_dir, dt_dir = root / 'videos', root / 'data', root / 'autoencoder', root / 'difftalk'
+  videos, data, ae_dir = root / 'videos', root / 'data', root / 'autoencoder'
   ae_want = demo._config(ae_config, 'demo', ae_overrides or {})  # pylint: disable=protected-access
-  dt_want = demo._config(dt_config, 'demo', dt_overrides or {})  # pylint: disable=protected-access
-  dt_want.first_stage = str(ae_dir)
-  timings: dict[str, float] = {}
-  t_start = time.perf_counter()
   stage, train, data_prep = demo._stage, demo._train, demo._data_prep  # pylint: disable=protected-access
-
   stage('1 synthface', (videos / f'synth_{clips - 1:04d}.mp4').is_file(),
         lambda: data_prep('synthface', '--out', videos, '--clips', clips, '--seconds', seconds,
                           '--size', video_size, '--seed', seed, '--identities', identities, '--overwrite'),
@@ -59,31 +45,64 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
                           '--seed', seed, '--overwrite'), timings)
   stage('3 train autoencoder', demo._has_checkpoint(ae_dir, ae_steps, ae_want),  # pylint: disable=protected-access
         lambda: train(ae_want, data, ae_dir, ae_steps, None), timings)
-  stage('4 train DiffTalk', demo._has_checkpoint(dt_dir, dt_steps, dt_want),  # pylint: disable=protected-access
-        lambda: train(dt_want, data, dt_dir, dt_steps, None), timings)
+  return data, ae_dir
 
-  # 5. An unseen identity's clip, dubbed with its own speech.
-  clip = next(iter(dataset.iterate_clips(data, 'test')))
-  speech = contract.int16_to_float(clip['audio'])
+
+def score_clip(pipe, clip: dict, out: pathlib.Path, tag: str = '') -> dict:
+  """Dubs a prepared clip with its own speech through `pipe` (set to that clip) and scores it against the real
+  crops; writes side_by_side{tag}.mp4 and mouths{tag}.png into `out`."""
+  from daetalker_jax.data import contract  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.data import video_io  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.evaluation import mouth as mouth_metrics  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
-  pipe = dtp.DiffTalkPipeline(str(dt_dir), dtp.DiffTalkOptions(clip=clip['clip_id'], data_dir=str(data),
-                                                               steps=sample_steps, batch=16))
-  video = pipe(speech)
+  video = pipe(contract.int16_to_float(clip['audio']))
   generated = np.concatenate(list(video.frames))
-  timings['5 generate'] = time.perf_counter() - t0
+  seconds = time.perf_counter() - t0
   real = np.asarray(pipe.source.crops)[video.info['source_order']]
   n = len(generated)
   audio = clip['audio'][:n * contract.SAMPLES_PER_FRAME]
-  side_path, mouths_path = root / 'side_by_side.mp4', root / 'mouths.png'
+  side_path, mouths_path = out / f'side_by_side{tag}.mp4', out / f'mouths{tag}.png'
   with video_io.VideoWriter(side_path, size=(2 * generated.shape[2], generated.shape[1]), audio=audio) as writer:
     for k in range(n):
       writer.write(np.concatenate([generated[k], real[k]], axis=1))
   mouth_metrics.save_mouth_strip(mouths_path, generated, real)
   m = generic.clip_metrics(generated, real, pipe.source.landmarks[video.info['source_order']], audio)
-  result = dict(side_by_side=str(side_path), mouths=str(mouths_path), clip_id=clip['clip_id'],
-                identity=clip.get('identity', ''), frames=n, **m,
-                generate_fps=n / timings['5 generate'], total_s=time.perf_counter() - t_start, timings=timings)
-  return result
+  return dict(side_by_side=str(side_path), mouths=str(mouths_path), clip_id=clip['clip_id'],
+              identity=clip.get('identity', ''), frames=n, **m, generate_s=seconds, generate_fps=n / seconds,
+              info={k: v for k, v in video.info.items() if k != 'source_order'})
+
+
+def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0, video_size: int = 128,
+        image_size: int = 64, ae_steps: int = 600, dt_steps: int = 1200, sample_steps: int = 20, seed: int = 0,
+        ae_overrides: dict[str, str] | None = None, dt_overrides: dict[str, str] | None = None) -> dict:
+  """Runs every stage into `out`; returns paths, timings and the metrics of the unseen identity's clip."""
+  from configs import difftalk as dt_config  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import demo  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.inference import difftalk_pipeline as dtp  # pylint: disable=g-import-not-at-top
+
+  root = pathlib.Path(out)
+  root.mkdir(parents=True, exist_ok=True)
+  timings: dict[str, float] = {}
+  t_start = time.perf_counter()
+  data, ae_dir = prepare_people(root, identities=identities, clips=clips, seconds=seconds, video_size=video_size,
+                                image_size=image_size, ae_steps=ae_steps, seed=seed, ae_overrides=ae_overrides,
+                                timings=timings)
+  dt_dir = root / 'difftalk'
+  dt_want = demo._config(dt_config, 'demo', dt_overrides or {})  # pylint: disable=protected-access
+  dt_want.first_stage = str(ae_dir)
+  demo._stage('4 train DiffTalk', demo._has_checkpoint(dt_dir, dt_steps, dt_want),  # pylint: disable=protected-access
+              lambda: demo._train(dt_want, data, dt_dir, dt_steps, None), timings)  # pylint: disable=protected-access
+
+  # 5. An unseen identity's clip, dubbed with its own speech.
+  clip = next(iter(dataset.iterate_clips(data, 'test')))
+  pipe = dtp.DiffTalkPipeline(str(dt_dir), dtp.DiffTalkOptions(clip=clip['clip_id'], data_dir=str(data),
+                                                               steps=sample_steps, batch=16))
+  result = score_clip(pipe, clip, root)
+  result.pop('info')
+  timings['5 generate'] = result.pop('generate_s')
+  return dict(result, total_s=time.perf_counter() - t_start, timings=timings)
 
 
 def summary(res: dict) -> str:

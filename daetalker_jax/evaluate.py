@@ -240,12 +240,12 @@ def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, 
 # --------------------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='python -m daetalker_jax.evaluate',
-                              description='Evaluate DAE + speech2latent on held-out clips (DESIGN.md §7).')
+                              description='Evaluate a method on held-out clips (DESIGN.md §7).')
   p.add_argument('--method', default='dae_talker', choices=inference.METHODS,
                  help='which method generates (default dae_talker)')
   p.add_argument('--dae', default='', help='DAE training workdir (task dae; --method dae_talker)')
   p.add_argument('--s2l', default='', help='speech2latent training workdir (--method dae_talker)')
-  p.add_argument('--model', default='', help='DiffTalk training workdir (--method difftalk)')
+  p.add_argument('--model', default='', help='DiffTalk or landmark-diffusion training workdir (--method difftalk / landmark)')
   p.add_argument('--data', required=True, help='prepared dataset (data_prep.prepare --out)')
   p.add_argument('--split', default='test', help='train | val | test (default test)')
   p.add_argument('--max-clips', type=int, default=None, help='evaluate at most this many clips')
@@ -265,8 +265,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  if args.method == 'difftalk':
-    return _main_difftalk(args)
+  if args.method in ('difftalk', 'landmark'):
+    return _main_generic(args)
   if not args.dae or not args.s2l:
     print('error: --method dae_talker needs --dae DAE_WORKDIR and --s2l S2L_WORKDIR', file=sys.stderr)
     return 1
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _main_difftalk(args) -> int:
+def _main_generic(args) -> int:
   """Every clip of the split (an identity split: people never trained on) dubbed with its own speech and
   scored (evaluation/generic.py)."""
   from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
@@ -291,10 +291,13 @@ def _main_difftalk(args) -> int:
   say = (lambda *a: None) if args.quiet else print
   try:
     if not args.model:
-      raise EvaluateError('--method difftalk needs --model DIFFTALK_WORKDIR')
+      raise EvaluateError(f'--method {args.method} needs --model WORKDIR (a {args.method} training workdir)')
     clips = list(iter_eval_clips(args.data, args.split, args.max_clips, args.max_frames))
-    pipe = dtp.DiffTalkPipeline(args.model, dtp.DiffTalkOptions(
-        clip=clips[0]['clip_id'], data_dir=args.data, steps=args.steps, batch=args.batch, seed=args.seed))
+    common = dict(clip=clips[0]['clip_id'], data_dir=args.data, steps=args.steps, batch=args.batch, seed=args.seed)
+    if args.method == 'landmark':
+      pipe = inference.LandmarkPipeline(args.model, inference.LandmarkOptions(**common))
+    else:
+      pipe = dtp.DiffTalkPipeline(args.model, dtp.DiffTalkOptions(**common))
     size = pipe.codec.image_size
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     generic.evaluate_clips(pipe, clips, out, say=say, make_source=lambda c: face_source.from_crops(

@@ -3,6 +3,8 @@
   python -m daetalker_jax.generate --audio speech.wav --dae DAE_WORKDIR --s2l S2L_WORKDIR --out video.mp4
   python -m daetalker_jax.generate --method difftalk --model DIFFTALK_WORKDIR --audio speech.wav \
       --video source.mp4 --out dubbed.mp4          # or --image photo.jpg
+  python -m daetalker_jax.generate --method landmark --model TALKFORMER_WORKDIR --audio speech.wav \
+      --video source.mp4 --out dubbed.mp4          # --landmarks track.npy: the mouth follows a landmark track
   (docs/GENERATE.md has every option)
 
 The method's pipeline (inference/pipeline.py) validates every input and loads its models first, so bad
@@ -99,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--noise', default='seed:0', help='shared x_T: seed:N or invert:CLIP_ID:FRAME (needs --data)')
   p.add_argument('--pose', default='predicted', help=pose_lib.POSE_CHOICES + ' (degrees)')
   p.add_argument('--pose-scale', type=float, default=1.0, help='multiplies the head pose (default 1)')
-  p.add_argument('--smooth', type=float, default=0.0, help='Gaussian sigma over time for the latents, frames')
+  p.add_argument('--smooth', type=float, default=None,
+                 help='Gaussian sigma over time, frames: of the latents (dae_talker, default 0) or of the landmark '
+                      'track (landmark, default 0.5; centred, no lag)')
   p.add_argument('--batch', type=int, default=16, help='frames per DDIM batch (default 16)')
   p.add_argument('--bf16', action='store_true', help='DAE computes in bfloat16')
   p.add_argument('--data', default='', help='prepared dataset (for invert:, reference:, --paste-back)')
@@ -107,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--chunk-seconds', type=float, default=30.0, help='speech2latent window (default 30 s)')
   p.add_argument('--overlap-seconds', type=float, default=2.0, help='crossfaded window overlap (default 2 s)')
   p.add_argument('--quiet', action='store_true', help='no progress bar')
-  g = p.add_argument_group('difftalk (any face)')
-  g.add_argument('--model', default='', help='DiffTalk training workdir (task difftalk)')
+  g = p.add_argument_group('difftalk and landmark (any face)')
+  g.add_argument('--model', default='', help='DiffTalk (task difftalk) or landmark-diffusion (task talkformer) '
+                                             'training workdir')
   g.add_argument('--video', default='', help='source video to dub (pose, upper face, background kept)')
   g.add_argument('--image', default='', help='or one photo to animate (reference and target)')
   g.add_argument('--clip', default='', help='or a prepared dataset clip id (needs --data; writes the crops)')
@@ -116,24 +121,34 @@ def _parser() -> argparse.ArgumentParser:
                  help='audio longer than the video: loop the video back and forth, or trim the audio')
   g.add_argument('--no-inpaint', action='store_true', help='generate the whole face, not only the jaw region')
   g.add_argument('--seed', type=int, default=0, help='the shared x_T (default 0)')
+  g = p.add_argument_group('landmark')
+  g.add_argument('--landmarks', default='',
+                 help='drive the mouth from a landmark track (.npy/.npz, (frames, 68|29, 2) fractions of the face '
+                      'crop) instead of the audio')
   return p
 
 
 def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   """The `inference.load_pipeline` arguments of the parsed flags for args.method."""
-  if args.method == 'difftalk':
+  if args.landmarks and args.method != 'landmark':
+    raise GenerateError('--landmarks drives --method landmark only')
+  if args.method in ('difftalk', 'landmark'):
     if not args.model:
-      raise GenerateError('--method difftalk needs --model DIFFTALK_WORKDIR')
-    opts = inference.DiffTalkOptions(
-        video=args.video, image=args.image, clip=args.clip, data_dir=args.data,
-        steps=50 if args.steps is None else args.steps,
-        seed=args.seed, batch=args.batch, inpaint=not args.no_inpaint, length=args.length)
+      raise GenerateError(f'--method {args.method} needs --model WORKDIR (a {args.method} training workdir)')
+    common = dict(video=args.video, image=args.image, clip=args.clip, data_dir=args.data,
+                  steps=50 if args.steps is None else args.steps,
+                  seed=args.seed, batch=args.batch, inpaint=not args.no_inpaint, length=args.length)
+    if args.method == 'landmark':
+      opts = inference.LandmarkOptions(**common, landmarks=args.landmarks,
+                                       smooth=0.5 if args.smooth is None else args.smooth)
+    else:
+      opts = inference.DiffTalkOptions(**common)
     return dict(model=args.model, options=opts)
   if not args.dae or not args.s2l:
     raise GenerateError('--method dae_talker needs --dae DAE_WORKDIR and --s2l S2L_WORKDIR')
   opts = Options(steps=20 if args.steps is None else args.steps, noise=args.noise, pose=args.pose,
                  pose_scale=args.pose_scale,
-                 smooth=args.smooth, batch=args.batch, bf16=args.bf16, data_dir=args.data,
+                 smooth=args.smooth or 0.0, batch=args.batch, bf16=args.bf16, data_dir=args.data,
                  paste_back=args.paste_back, chunk_frames=int(round(args.chunk_seconds * contract.FPS)),
                  overlap_frames=int(round(args.overlap_seconds * contract.FPS)))
   return dict(dae=args.dae, s2l=args.s2l, options=opts)

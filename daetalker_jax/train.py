@@ -77,7 +77,8 @@ def create_optimizer(config: ml_collections.ConfigDict, task: tasks.Task | None 
   `config.optim.lr_scale` (optional, {top-level module name: factor}) gives a module its own learning rate,
   factor x the schedule (e.g. {'encoder': 3.0} for the DAE's semantic encoder); the clip stays global.
   A task whose `frozen(path: tuple[str, ...]) -> bool` hook is set (path: the parameter's names from the model
-  root): those parameters get no update (not even weight decay) and no optimizer state.
+  root) and the top-level modules named in `config.optim.frozen` (optional) get no update (not even weight
+  decay) and no optimizer state.
   """
   o = config.optim
   schedule = optax.join_schedules(
@@ -92,8 +93,11 @@ def create_optimizer(config: ml_collections.ConfigDict, task: tasks.Task | None 
     update = optax.multi_transform(groups, lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: group_of(_path_names(path)), params))
   tx = optax.chain(optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(), update)
-  frozen = task.frozen if task is not None else None
-  if frozen is not None:
+  task_frozen = task.frozen if task is not None else None
+  frozen_modules = {str(m) for m in (o.get('frozen', None) or ())}
+  if task_frozen is not None or frozen_modules:
+    def frozen(names):
+      return bool(names and names[0] in frozen_modules) or bool(task_frozen and task_frozen(names))
     labels = lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: 'frozen' if frozen(_path_names(path)) else 'train', params)
     tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)

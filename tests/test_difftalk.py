@@ -164,7 +164,7 @@ def test_source_order_and_jaw_mask():
   jaw = np.array([[0.2, 0.5], [0.25, 0.7], [0.35, 0.85], [0.5, 0.9], [0.65, 0.85], [0.75, 0.7], [0.8, 0.5]])
   lm[list(range(2, 15))] = np.concatenate([jaw, jaw[:6]])
   lm[33] = [0.5, 0.55]
-  keep = dtp.jaw_keep_mask(lm, 32)
+  keep = dtp.jaw_keep_mask(lm[list(dtp.JAW_POLYGON)], 32)
   assert keep[int(0.75 * 32), 16, 0] == 0 and keep[4, 16, 0] == 1 and keep[31, 0, 0] == 1
 
 

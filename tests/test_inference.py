@@ -92,6 +92,7 @@ def test_codec_rejects_bad_shapes(tiny, codec):
 
 
 def test_method_registry():
-  assert inference.METHODS == ('dae_talker', 'difftalk')
-  with pytest.raises(inference.GenerateError, match=r"--method='nope': expected one of dae_talker, difftalk"):
+  assert inference.METHODS == ('dae_talker', 'difftalk', 'landmark')
+  with pytest.raises(inference.GenerateError,
+                     match=r"--method='nope': expected one of dae_talker, difftalk, landmark"):
     inference.load_pipeline('nope')

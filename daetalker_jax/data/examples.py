@@ -1,5 +1,5 @@
-"""Training examples of the generic-identity methods (DiffTalk, DESIGN.md §8): a frame with its masked copy,
-a reference frame of the same clip, the speech around it and its context landmarks.
+"""Training examples of the generic-identity methods (DiffTalk, DESIGN.md §8; landmark diffusion, §9): a frame
+with its masked copy, a reference frame of the same clip, the speech around it and its landmarks.
 
 One example (all arrays numpy, batched on the leading axis):
   image      (S, S, 3) float32 in [-1, 1]   the target frame
@@ -11,6 +11,10 @@ One example (all arrays numpy, batched on the leading axis):
   landmarks  (39, 2) float32                the context landmarks (models/difftalk.CONTEXT_LANDMARKS) as
                                              fractions of the side
   mouth_box  (4,) float32                   landmarks 48-67's box (x0, y0, x1, y1) as fractions of the side
+Landmark diffusion (DESIGN.md §9; `make_landmark_batch`) adds, for the T frames centred on the target:
+  audio (T, W, D), context (T, 39, 2), motion (T, 29, 2) landmarks, valid (T,), and ref_sets (K, 68, 2), the
+  landmarks of K random frames of the clip; with images, the target's `landmarks` (68, 2) and the reference's
+  `ref_landmarks` (68, 2) (its audio is then Stage A's windows, not the 8-frame DiffTalk windows above).
 Frames without landmarks are never drawn. Speech features are log-mel (data/features.py), normalised per
 clip to zero mean and unit variance per bin, so the level of a recording does not matter.
 
@@ -36,6 +40,7 @@ from daetalker_jax.data import features
 CONTEXT_LANDMARKS = np.array(tuple(range(0, 4)) + tuple(range(13, 48)))   # models/difftalk.CONTEXT_LANDMARKS
 NOSE_TIP = 30
 MOUTH = slice(48, 68)
+MOTION_LANDMARKS = np.array(tuple(range(4, 13)) + tuple(range(48, 68)))  # models/audio2landmarks.MOTION_LANDMARKS
 MEL_PER_FRAME = features.MEL_PER_VIDEO_FRAME   # 4 log-mel steps (10 ms) per video frame (40 ms)
 
 
@@ -92,6 +97,7 @@ class Store:
   identities: list[str]
   clip: np.ndarray                # (K,) clip index of every usable frame (one with landmarks)
   frame: np.ndarray               # (K,) frame index within its clip
+  valid: list[np.ndarray] = dataclasses.field(default_factory=list)   # per clip (N,) landmarks found
 
   @property
   def num_frames(self) -> int:
@@ -101,7 +107,7 @@ class Store:
 def load_store(data_dir: str | pathlib.Path, split: str, *, image_size: int, process_index: int = 0,
                process_count: int = 1) -> Store:
   """Clips j of `split` with j % process_count == process_index, decoded and resized to `image_size`."""
-  images, lms, feats, ids, idents, clip, frame = [], [], [], [], [], [], []
+  images, lms, feats, ids, idents, clip, frame, valids = [], [], [], [], [], [], [], []
   for j, c in enumerate(dataset.iterate_clips(data_dir, split)):
     if j % process_count != process_index:
       continue
@@ -113,10 +119,11 @@ def load_store(data_dir: str | pathlib.Path, split: str, *, image_size: int, pro
     feats.append(clip_features(c['audio']))
     ids.append(c['clip_id'])
     idents.append(c.get('identity', ''))
+    valids.append(valid)
     clip.append(np.full(int(valid.sum()), k))
     frame.append(np.flatnonzero(valid))
   join = lambda parts: np.concatenate(parts) if parts else np.zeros(0, int)
-  store = Store(images, lms, feats, ids, idents, join(clip), join(frame))
+  store = Store(images, lms, feats, ids, idents, join(clip), join(frame), valids)
   if not store.num_frames:
     raise dataset.DatasetError(
         f'{data_dir}: split {split!r} has no frames with landmarks for process {process_index} of {process_count} '
@@ -155,6 +162,70 @@ def make_batch(store: Store, rng: np.random.Generator, batch_size: int, *, audio
       'landmarks': lm[:, CONTEXT_LANDMARKS].astype(np.float32),
       'mouth_box': mouth_boxes(lm),
   }
+
+
+def landmark_window(store: Store, rng: np.random.Generator, clip: int, frame: int, *, num_frames: int,
+                    num_refs: int, audio_window: int) -> dict[str, np.ndarray]:
+  """Stage A's inputs for the `num_frames` frames centred on `frame` (landmark diffusion, DESIGN.md §9):
+  audio (T, W, D) one window per frame; context (T, 39, 2) and motion (T, 29, 2) landmarks; valid (T,) (frames
+  past the clip's ends repeat its edge frames; frames without landmarks take the centre frame's and are
+  invalid); ref_sets (K, 68, 2): landmarks of K random frames of the clip with a face."""
+  n = len(store.images[clip])
+  frames = np.clip(frame + np.arange(num_frames) - num_frames // 2, 0, n - 1)
+  valid = store.valid[clip][frames]
+  lm = store.landmarks[clip]
+  pts = np.where(valid[:, None, None], lm[frames], lm[frame])
+  faces = np.flatnonzero(store.valid[clip])
+  refs = rng.choice(faces, num_refs, replace=len(faces) < num_refs)
+  return {'audio': audio_windows(store.feats[clip], frames, num_frames=1, window=audio_window)[:, 0],
+          'context': pts[:, CONTEXT_LANDMARKS].astype(np.float32), 'motion': pts[:, MOTION_LANDMARKS].astype(np.float32),
+          'valid': valid.astype(np.float32), 'ref_sets': lm[refs].astype(np.float32)}
+
+
+def make_landmark_batch(store: Store, rng: np.random.Generator, batch_size: int, *, num_frames: int = 5,
+                        num_refs: int = 15, audio_window: int = 16, min_gap: int = 60, images: bool = True,
+                        picks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Landmark-diffusion examples: `landmark_window` of each picked frame, and with `images` the renderer's
+  image (S,S,3), masked, reference, landmarks (68, 2) of the target, ref_landmarks (68, 2), mouth_box."""
+  if picks is None:
+    picks = rng.integers(0, store.num_frames, batch_size)
+  cl, fr = store.clip[picks], store.frame[picks]
+  windows = [landmark_window(store, rng, c, f, num_frames=num_frames, num_refs=num_refs, audio_window=audio_window)
+             for c, f in zip(cl, fr)]
+  out = {k: np.stack([w[k] for w in windows]) for k in windows[0]}
+  if images:
+    lengths = np.array([len(store.images[c]) for c in cl])
+    ref = reference_frames(rng, fr, lengths, min_gap)
+    ref = np.array([r if store.valid[c][r] else f for c, f, r in zip(cl, fr, ref)])
+    to_float = lambda a: a.astype(np.float32) / 127.5 - 1.0
+    image = to_float(np.stack([store.images[c][f] for c, f in zip(cl, fr)]))
+    lm = np.stack([store.landmarks[c][f] for c, f in zip(cl, fr)])
+    out.update(image=image, masked=mask_below(image, lm[:, NOSE_TIP, 1]),
+               reference=to_float(np.stack([store.images[c][f] for c, f in zip(cl, ref)])),
+               landmarks=lm.astype(np.float32),
+               ref_landmarks=np.stack([store.landmarks[c][f] for c, f in zip(cl, ref)]).astype(np.float32),
+               mouth_box=mouth_boxes(lm))
+  return out
+
+
+def landmark_examples(data_dir: str | pathlib.Path, split: str, *, image_size: int, batch_size: int, seed: int,
+                      process_index: int = 0, process_count: int = 1, start_batch: int = 0, **kwargs
+                      ) -> Iterator[dict[str, np.ndarray]]:
+  """Endless per-process `make_landmark_batch` batches, batch k drawn from (seed, process_index, k)."""
+  store = load_store(data_dir, split, image_size=image_size, process_index=process_index,
+                     process_count=process_count)
+  k = start_batch
+  while True:
+    yield make_landmark_batch(store, np.random.default_rng([seed, process_index, k]), batch_size, **kwargs)
+    k += 1
+
+
+def fixed_landmark_examples(data_dir: str | pathlib.Path, split: str, count: int, *, image_size: int, seed: int = 0,
+                            **kwargs) -> dict[str, np.ndarray]:
+  """`count` landmark examples spread evenly over the split's usable frames (evaluation)."""
+  store = load_store(data_dir, split, image_size=image_size)
+  picks = np.linspace(0, store.num_frames - 1, min(count, store.num_frames)).round().astype(int)
+  return make_landmark_batch(store, np.random.default_rng(seed), len(picks), picks=picks, **kwargs)
 
 
 def talking_examples(data_dir: str | pathlib.Path, split: str, *, image_size: int, batch_size: int, seed: int,

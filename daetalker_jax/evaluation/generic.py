@@ -1,4 +1,4 @@
-"""Evaluation of a generic-identity method (DiffTalk) on held-out clips: each clip dubbed with its own speech.
+"""Evaluation of a generic-identity method (DiffTalk, landmark diffusion) on held-out clips: each clip dubbed with its own speech.
 
 For every clip (of a split whose identities were never trained on, with `prepare --split-by identity`) the
 pipeline animates the clip's own face crops from the clip's audio, and the generated crops are compared with
@@ -85,6 +85,8 @@ def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_
     m = clip_metrics(generated, real, lms, audio[:len(generated) * 640])
     strip = os.path.join(os.path.dirname(os.path.abspath(out)), f"mouths_{clip['clip_id']}.png")
     mouth_metrics.save_mouth_strip(strip, generated, real)
+    # Landmark diffusion's track scores (LMD, opening r, landmark jitter), when the pipeline has them.
+    m.update({k: float(video.info[k]) for k in ('lmd', 'opening_r', 'landmark_jitter_ratio') if k in video.info})
     m.update(clip_id=clip['clip_id'], identity=clip.get('identity', ''), num_frames=len(generated),
              frames_without_face=int(video.info['frames_without_face']), mouth_strip=strip,
              seconds=time.perf_counter() - t0)

@@ -8,13 +8,16 @@
 Modules: dae_codec (encode / invert / decode / reconstruct of a DAE), speech2latent (windowed speech →
 latents), pose (pose tracks), paste_back, clips (dataset look-ups), loading (validated checkpoints and
 audio), pipeline (the Pipeline interface and DAETalkerPipeline); difftalk_codec, face_source (video / photo / clip
-faces with landmarks) and difftalk_pipeline (DiffTalkPipeline). generate.py, evaluate.py, extract.py,
+faces with landmarks) and difftalk_pipeline (DiffTalkPipeline); landmark_pipeline (LandmarkPipeline, landmark
+diffusion with TalkFormer, built on DiffTalk's). generate.py, evaluate.py, extract.py,
 demo.py and the DAE task's eval are thin users of these.
 """
 
 from daetalker_jax.inference.difftalk_pipeline import DiffTalkOptions
 from daetalker_jax.inference.difftalk_pipeline import DiffTalkPipeline
 from daetalker_jax.inference.errors import GenerateError
+from daetalker_jax.inference.landmark_pipeline import LandmarkOptions
+from daetalker_jax.inference.landmark_pipeline import LandmarkPipeline
 from daetalker_jax.inference.pipeline import DAETalkerPipeline
 from daetalker_jax.inference.pipeline import Options
 from daetalker_jax.inference.pipeline import Pipeline
@@ -24,6 +27,7 @@ from daetalker_jax.inference.pipeline import Video
 PIPELINES = {
     'dae_talker': DAETalkerPipeline,     # dae=, s2l=, options=Options
     'difftalk': DiffTalkPipeline,        # model=, options=DiffTalkOptions
+    'landmark': LandmarkPipeline,        # model=, options=LandmarkOptions
 }
 METHODS = tuple(PIPELINES)
 

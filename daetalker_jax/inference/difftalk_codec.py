@@ -2,10 +2,12 @@
 
   codec = DiffTalkCodec(model, config, steps=20, batch=8)
   frames = codec.sample(examples, x_T)           # uint8 (N, S, S, 3)
+It samples any latent (or pixel) denoiser that declares CONDITIONS, sample_condition, encode, decode,
+latent_channels and latent_factor: DiffTalk (models/difftalk.py) and landmark diffusion (models/talkformer.py).
   frames = codec.sample(examples, x_T, source=src, keep=keep)   # dubbing: only keep=0 pixels are generated
 
-`examples` hold what the denoiser is conditioned on (data/examples.py): masked (N,S,S,3) and reference
-(N,S,S,3) images in [-1, 1] or uint8, audio (N, F, W, D), landmarks (N, 39, 2). The masked target and the
+`examples` hold what the denoiser is conditioned on, the model's CONDITIONS (data/examples.py): for DiffTalk
+masked (N,S,S,3) and reference (N,S,S,3) images in [-1, 1] or uint8, audio (N, F, W, D), landmarks (N, 39, 2). The masked target and the
 reference are encoded by the frozen first stage (pre-quantisation latents), the context by the audio and
 landmark nets; DDIM runs in latent space (no x0 clipping) from one x_T shared by every frame (the original
 draws fresh noise per frame) and the result is decoded by the first stage (which quantises first).
@@ -27,7 +29,6 @@ from daetalker_jax import diffusion
 from daetalker_jax import sharding
 from daetalker_jax.inference.dae_codec import batches, global_array, host, round_up, to_float, to_uint8
 
-CONDITIONS = ('masked', 'reference', 'audio', 'landmarks')
 
 
 class DiffTalkCodec:
@@ -40,10 +41,11 @@ class DiffTalkCodec:
     self.mesh = mesh or sharding.create_mesh([('data', -1), ('fsdp', 1)])
     self.batch = round_up(max(1, batch), sharding.batch_size_divisor(self.mesh))
     self.steps = steps
+    self.conditions = tuple(model.CONDITIONS)
     self.image_size = int(config.model.first_stage.image_size)
-    self.factor = 2 ** (len(config.model.first_stage.ch_mult) - 1)
+    self.factor = model.latent_factor
     self.latent_size = self.image_size // self.factor
-    self.latent_channels = int(config.model.first_stage.embed_dim)
+    self.latent_channels = model.latent_channels
     self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
     table = diffusion.table_for(schedule, steps)
     self._rep = rep = sharding.replicated(self.mesh)
@@ -58,20 +60,26 @@ class DiffTalkCodec:
         x = jax.image.resize(x, (x.shape[0], size, size, 3), 'linear', antialias=True)
       return x
 
-    def sample(state, x_T, masked, reference, audio, landmarks, source=None, keep=None):
+    images = {'masked', 'reference'}
+    names = self.conditions
+
+    def sample(state, x_T, *args):
       m = nnx.merge(graphdef, state)
       m.eval()
-      fs = m.first_stage
-      cond = (fs.encode(prepare(masked)), fs.encode(prepare(reference)), m.context(audio, landmarks))
-      x = jax.lax.with_sharding_constraint(
-          jnp.broadcast_to(x_T, (masked.shape[0], latent, latent, x_T.shape[-1])), bs)
+      conds = {k: prepare(a) if k in images else a for k, a in zip(names, args)}
+      source, keep = (args[len(names):] + (None, None))[:2]
+      # Everything the model conditions on is computed once here, outside the DDIM loop (the reference's
+      # features too), and reused at every step.
+      cond = m.sample_condition(**conds)
+      n = args[0].shape[0]
+      x = jax.lax.with_sharding_constraint(jnp.broadcast_to(x_T, (n, latent, latent, x_T.shape[-1])), bs)
       inpaint = None
       if source is not None:
         keep_z = jax.image.resize(keep.astype(jnp.float32), (keep.shape[0], latent, latent, 1), 'linear')
-        inpaint = (fs.encode(prepare(source)), (keep_z > 0.5).astype(jnp.float32))
+        inpaint = (m.encode(prepare(source)), (keep_z > 0.5).astype(jnp.float32))
       z = diffusion.ddim_sample(lambda x, t, c: m(x, t, c), schedule, x, cond, steps=steps, clip=False,
                                 table=table, inpaint=inpaint)
-      return to_uint8(fs.decode(z))
+      return to_uint8(m.decode(z))
 
     options = diffusion.compiler_options()
     self._sample = jax.jit(sample, out_shardings=rep, compiler_options=options)
@@ -93,12 +101,12 @@ class DiffTalkCodec:
              keep: np.ndarray | None = None) -> np.ndarray:
     """uint8 (N, S, S, 3) frames generated from `examples` (CONDITIONS), all from the one x_T (1, h, w, z).
     `source` (N, S, S, 3) and `keep` (N, S, S, 1) in [0, 1] (1 = keep the source) switch inpainting on."""
-    missing = [k for k in CONDITIONS if k not in examples]
+    missing = [k for k in self.conditions if k not in examples]
     if missing:
       raise ValueError(f'DiffTalkCodec.sample: missing conditions {missing}')
     if (source is None) != (keep is None):
       raise ValueError('DiffTalkCodec.sample: pass both source= and keep= to inpaint, or neither')
-    arrays = tuple(np.asarray(examples[k]) for k in CONDITIONS)
+    arrays = tuple(np.asarray(examples[k]) for k in self.conditions)
     if source is not None:
       arrays += (np.asarray(source), np.asarray(keep, np.float32))
     noise = global_array(np.asarray(x_T, np.float32).reshape(1, self.latent_size, self.latent_size, -1), self._rep)

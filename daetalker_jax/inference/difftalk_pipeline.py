@@ -60,7 +60,7 @@ class DiffTalkOptions:
 def validate_options(o: DiffTalkOptions) -> None:
   given = [n for n, v in (('--video', o.video), ('--image', o.image), ('--clip', o.clip)) if v]
   if len(given) != 1:
-    raise GenerateError('--method difftalk needs exactly one face source: --video, --image or --clip'
+    raise GenerateError('generation needs exactly one face source: --video, --image or --clip'
                         + (f' (got {", ".join(given)})' if given else ''))
   for flag, path in (('--video', o.video), ('--image', o.image)):
     if path and not os.path.isfile(path):
@@ -75,10 +75,11 @@ def validate_options(o: DiffTalkOptions) -> None:
     raise GenerateError(f'--length={o.length!r}: expected one of {", ".join(LENGTHS)}')
 
 
-def jaw_keep_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
-  """(S, S, 1) float32: 0 inside the jaw polygon (landmarks as fractions of the side), 1 elsewhere."""
+def jaw_keep_mask(points: np.ndarray, size: int) -> np.ndarray:
+  """(S, S, 1) float32: 0 inside the convex hull of `points` (P, 2) as fractions of the side (DiffTalk: the
+  landmarks of JAW_POLYGON), 1 elsewhere."""
   region = np.zeros((size, size), np.uint8)
-  pts = np.round(landmarks[list(JAW_POLYGON)] * size).astype(np.int32)
+  pts = np.round(np.asarray(points) * size).astype(np.int32)
   cv2.fillPoly(region, [cv2.convexHull(pts)], 1)
   return (1.0 - region.astype(np.float32))[..., None]
 
@@ -102,11 +103,13 @@ def source_order(num_out: int, num_src: int) -> np.ndarray:
 class DiffTalkPipeline:
   """DiffTalk: speech + a face source → frames (see the module doc)."""
   method = 'difftalk'
+  tasks = ('difftalk',)          # the training tasks whose workdirs --model accepts
 
   def __init__(self, model: str, options: DiffTalkOptions = DiffTalkOptions()):
     validate_options(options)
     self.options = o = options
-    net, self.config, _ = loading.load_checkpoint(model, '--model', ('difftalk',))
+    net, self.config, _ = loading.load_checkpoint(model, '--model', self.tasks)
+    self.model = net
     self.codec = difftalk_codec.DiffTalkCodec(net, self.config, steps=o.steps, batch=o.batch)
     self.x_T = self.codec.seed_noise(o.seed)
     size = self.codec.image_size
@@ -129,7 +132,7 @@ class DiffTalkPipeline:
     h, w = source.frames.shape[1:3]
     if source.paste and (w % 2 or h % 2):
       raise GenerateError(f'{source.name}: frame size {w}x{h} is odd; h264/yuv420p needs even sizes')
-    self.source, self.reference, self.size = source, source.crops[ref], (w, h)
+    self.source, self.reference, self.reference_index, self.size = source, source.crops[ref], ref, (w, h)
 
   def num_compiles(self) -> int:
     return self.codec._sample._cache_size()  # pylint: disable=protected-access
@@ -144,13 +147,32 @@ class DiffTalkPipeline:
     order = source_order(n, len(src))
     feats = examples.clip_features(audio)
     skipped = int((~src.valid[order]).sum())
-    return Video(frames=self._frames(order, feats), num_frames=n, size=self.size, audio=speech,
-                 info={'frames_without_face': skipped, 'source_frames': len(src), 'source_order': order})
+    info = {'frames_without_face': skipped, 'source_frames': len(src), 'source_order': order}
+    self._before_frames(order, feats, info)
+    return Video(frames=self._frames(order, feats), num_frames=n, size=self.size, audio=speech, info=info)
+
+  def _before_frames(self, order: np.ndarray, feats: np.ndarray, info: dict) -> None:
+    """A hook for what a method computes over the whole output before drawing frames (landmark tracks)."""
+
+  def _conditions(self, ii: np.ndarray, jj: np.ndarray, crops: np.ndarray, feats: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The codec's conditions for output frames `ii` from source frames `jj` (crops in [-1, 1]), and the points
+    whose convex hull is generated when inpainting (B, P, 2)."""
+    cfg, lm = self.config, self.source.landmarks[jj]
+    ex = {'masked': examples.mask_below(crops, lm[:, examples.NOSE_TIP, 1]),
+          'reference': np.repeat(self.reference_float[None], len(jj), 0),
+          'audio': examples.audio_windows(feats, ii, num_frames=int(cfg.data.audio_frames),
+                                          window=int(cfg.data.audio_window)),
+          'landmarks': lm[:, examples.CONTEXT_LANDMARKS]}
+    return ex, lm[:, list(JAW_POLYGON)]
+
+  @property
+  def reference_float(self) -> np.ndarray:
+    return self.reference.astype(np.float32) / 127.5 - 1.0
 
   def _frames(self, order: np.ndarray, feats: np.ndarray) -> Iterator[np.ndarray]:
-    o, src, cfg = self.options, self.source, self.config
+    o, src = self.options, self.source
     size = self.codec.image_size
-    ref = self.reference.astype(np.float32) / 127.5 - 1.0
     for start in range(0, len(order), self.codec.batch):
       idx = np.arange(start, min(start + self.codec.batch, len(order)))
       js = order[idx]
@@ -159,14 +181,9 @@ class DiffTalkPipeline:
       if use:
         jj, ii = js[use], idx[use]
         crops = src.crops[jj].astype(np.float32) / 127.5 - 1.0
-        lm = src.landmarks[jj]
-        ex = {'masked': examples.mask_below(crops, lm[:, examples.NOSE_TIP, 1]),
-              'reference': np.repeat(ref[None], len(jj), 0),
-              'audio': examples.audio_windows(feats, ii, num_frames=int(cfg.data.audio_frames),
-                                              window=int(cfg.data.audio_window)),
-              'landmarks': lm[:, examples.CONTEXT_LANDMARKS]}
+        ex, region = self._conditions(ii, jj, crops, feats)
         if o.inpaint:
-          keep = np.stack([jaw_keep_mask(p, size) for p in lm])
+          keep = np.stack([jaw_keep_mask(p, size) for p in region])
           faces = self.codec.sample(ex, self.x_T, source=crops, keep=keep)
           # Outside the jaw the decode is the first stage's copy of the source: take the source's own pixels
           # there, with a feathered edge, so only the jaw region changes.

@@ -116,6 +116,7 @@ class LandmarkNet(nnx.Module):
 
 class DiffTalk(nnx.Module):
   """The frozen first stage (`first_stage`), the conditioning nets and the LDM UNet (`unet`)."""
+  CONDITIONS = ('masked', 'reference', 'audio', 'landmarks')   # what the sampler conditions on
 
   def __init__(self, cond: CondConfig, unet: ldm_unet.LDMUNetConfig, first_stage: vq.VQConfig, *,
                rngs: nnx.Rngs):
@@ -145,6 +146,25 @@ class DiffTalk(nnx.Module):
     codes = self.audio_net(audio.reshape((b * f,) + audio.shape[2:])).reshape(b, f, -1)
     token = jnp.concatenate([self.audio_smoother(codes), self.landmark_net(landmarks)], axis=-1)
     return token[:, None]
+
+  def encode(self, images: jax.Array) -> jax.Array:
+    return self.first_stage.encode(images).astype(jnp.float32)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.first_stage.decode(z)
+
+  @property
+  def latent_channels(self) -> int:
+    return self.first_stage.cfg.embed_dim
+
+  @property
+  def latent_factor(self) -> int:
+    return 2 ** (len(self.first_stage.cfg.ch_mult) - 1)
+
+  def sample_condition(self, masked: jax.Array, reference: jax.Array, audio: jax.Array, landmarks: jax.Array
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The sampler's cond from CONDITIONS (images in [-1, 1] at the model's size)."""
+    return self.encode(masked), self.encode(reference), self.context(audio, landmarks)
 
   def __call__(self, z_t: jax.Array, t: jax.Array, cond: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
     """eps(z_t, t | masked latent, reference latent, context): cond = (masked (B,h,w,z), ref (B,h,w,z),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -184,6 +184,7 @@ class BasicTransformerBlock(nnx.Module):
 
 class SpatialTransformer(nnx.Module):
   """LDM's SpatialTransformer: GN(eps 1e-6) -> 1x1 proj_in -> transformer layers -> zero 1x1 proj_out, residual."""
+  takes_context = True
 
   def __init__(self, channels: int, heads: int, dim_head: int, *, depth: int, context_dim: int, groups: int,
                dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
@@ -203,13 +204,14 @@ class SpatialTransformer(nnx.Module):
     return x + self.proj_out(h).reshape(b, hh, ww, c).astype(x.dtype)
 
 
-def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, context: jax.Array,
+def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, context: Any,
                  rngs: nnx.Rngs | None) -> jax.Array:
-  """LDM's TimestepEmbedSequential: res blocks get emb, transformers get the context, the rest only h."""
+  """LDM's TimestepEmbedSequential: res blocks get emb, transformers (anything with `takes_context`) get the
+  context, the rest only h."""
   for layer in block:
     if isinstance(layer, ResBlock):
       h = layer(h, emb, rngs=rngs)
-    elif isinstance(layer, SpatialTransformer):
+    elif getattr(layer, 'takes_context', False):
       h = layer(h, context)
     else:
       h = layer(h)
@@ -217,10 +219,17 @@ def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, context: jax.Arr
 
 
 class LDMUNet(nnx.Module):
-  """eps(x_t, t, context): LDM's UNetModel with spatial transformers (DiffTalk's denoiser)."""
+  """eps(x_t, t, context): LDM's UNetModel with spatial transformers (DiffTalk's denoiser).
 
-  def __init__(self, cfg: LDMUNetConfig, *, rngs: nnx.Rngs):
+  `make_transformer(channels, kw)` replaces the spatial transformer at every attention level and in the middle
+  block (the landmark renderer's TalkFormer blocks, models/talkformer.py); the context is then whatever those
+  blocks take (any pytree), passed through untouched.
+  """
+
+  def __init__(self, cfg: LDMUNetConfig, *, rngs: nnx.Rngs,
+               make_transformer: Callable[[int, dict[str, Any]], nnx.Module] | None = None):
     self.cfg = cfg
+    self.custom_context = make_transformer is not None
     dtype, param_dtype = cfg.compute_dtype, cfg.params_dtype
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.head_dtype = layers.wide(dtype)
@@ -232,6 +241,8 @@ class LDMUNet(nnx.Module):
       return ResBlock(cin, cout, emb_ch, groups=groups, dropout=cfg.dropout, **kw)
 
     def transformer(ch):
+      if make_transformer is not None:
+        return make_transformer(ch, kw)
       heads, dim_head = cfg.heads(ch)
       return SpatialTransformer(ch, heads, dim_head, depth=cfg.transformer_depth, context_dim=cfg.context_dim,
                                 groups=groups, **kw)
@@ -280,11 +291,13 @@ class LDMUNet(nnx.Module):
       raise ValueError(f'LDMUNet: H, W = {x.shape[1]}, {x.shape[2]} must be multiples of {k}')
     if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, x.shape[0])):
       raise ValueError(f'LDMUNet: t must be a scalar or (B,) = ({x.shape[0]},), got shape {tuple(t.shape)}')
+    if self.custom_context:
+      return
     if context is None or context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != cfg.context_dim:
       shape = None if context is None else tuple(context.shape)
       raise ValueError(f'LDMUNet: context must be (B, L, {cfg.context_dim}) with B = {x.shape[0]}, got {shape}')
 
-  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array, *,
+  def __call__(self, x: jax.Array, t: jax.Array, context: Any, *,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     """x (B,H,W,in_channels) NHWC, t (B,) int or float timesteps, context (B,L,context_dim) -> eps float32.
 
@@ -295,7 +308,7 @@ class LDMUNet(nnx.Module):
     t = jnp.broadcast_to(t, x.shape[:1])
     t_sin = layers.timestep_embedding(t, self.cfg.model_channels, dtype=self.head_dtype)  # cos first
     emb = self.time_embed[1](nnx.silu(self.time_embed[0](t_sin)))  # (B, 4 * model_channels)
-    context = context.astype(self.cfg.compute_dtype)
+    context = jax.tree.map(lambda c: c.astype(self.cfg.compute_dtype), context)
     run = nnx.remat(_apply_block) if self.cfg.remat else _apply_block
 
     hs = []

@@ -11,7 +11,8 @@ interface with the training loop (train.py); optional hooks are declared as None
       called once per run; the evaluator owns its compiled functions (nothing is cached at module level)
       and is called at every eval step as evaluator(model, ema_model, eval_inputs, step, writer) -> metrics.
   data_stats(config) -> dict                  stored in the checkpoint's JSON meta (default: {})
-  frozen(path) -> bool | None                 parameters the optimizer leaves alone (train.create_optimizer)
+  frozen(path) -> bool | None                 parameters the optimizer leaves alone (train.create_optimizer;
+                                              config.optim.frozen names whole top-level modules as well)
   load_pretrained(config, model) -> bool | None   loads weights into a fresh model after init
 """
 

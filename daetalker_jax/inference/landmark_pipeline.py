@@ -1,0 +1,156 @@
+"""Landmark-diffusion generation: speech (or a landmark track) + a face → the face speaking it (DESIGN.md §9).
+
+  pipeline = LandmarkPipeline(model='runs/talkformer', options=LandmarkOptions(video='talk.mp4'))
+  video = pipeline(speech)                    # Video(frames, num_frames, size, audio, info)
+
+The face sources, the one shared x_T, the jaw-region inpainting, the feathered paste-back, faceless frames and
+--length are DiffTalk's (inference/difftalk_pipeline.py). What differs:
+  1. Stage A predicts the 29 lip and jaw landmarks of every output frame from the speech around it, the source
+     frame's 39 context landmarks and K landmark sets of the source (`motion_track`); or `landmarks` (a file)
+     gives them: control of the mouth by a landmark track instead of audio.
+  2. The track is smoothed over time with a centred Gaussian (`smooth_track`: zero lag, the filter is
+     symmetric), in each frame's pose-normalised frame.
+  3. The renderer draws frame i from the source frame's masked crop, the reference crop and the 68 landmarks
+     (the source's context points, the track's motion points); the generated region is the convex hull of the
+     source's jaw polygon and the track's motion points, so a mouth opening wider than the source's still fits.
+`info` adds the track (`motion`, (N, 29, 2) fractions of the crop) and, against the source's own landmarks
+(meaningful when the source is the clip that was spoken, as in evaluation): `lmd` (% of the side),
+`opening_r` and `landmark_jitter_ratio` (mean frame-to-frame motion of the track / of the source's).
+
+Landmark files (--landmarks): .npy of (N, 68, 2) or (N, 29, 2) points as fractions of the face crop's side
+(x right, y down; the layout `data_prep.prepare` stores, divided by the crop size), or .npz with such an array
+under 'landmarks'. A track shorter than the output holds its last frame; a longer one is cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from flax import nnx
+import jax
+import numpy as np
+
+from daetalker_jax.data import examples
+from daetalker_jax.inference import difftalk_pipeline as dtp
+from daetalker_jax.inference.errors import GenerateError
+from daetalker_jax.models import audio2landmarks as a2l
+
+
+@dataclasses.dataclass(frozen=True)
+class LandmarkOptions(dtp.DiffTalkOptions):
+  """DiffTalkOptions, plus where the mouth's landmarks come from and how they are smoothed."""
+  landmarks: str = ''          # a landmark track file that drives the mouth instead of the audio
+  smooth: float = 0.5          # sigma (frames) of the zero-lag Gaussian over the landmark track; 0 = off
+                               # (1.0 cut the demo track's peak openings by ~10%: docs/RESULTS.md)
+
+
+def smooth_track(points: np.ndarray, sigma: float) -> np.ndarray:
+  """(N, P, 2) track smoothed over time by a centred Gaussian (edges reflected): no lag."""
+  if sigma <= 0 or len(points) < 2:
+    return points
+  r = int(np.ceil(3 * sigma))
+  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+  k /= k.sum()
+  padded = np.pad(points, ((r, r), (0, 0), (0, 0)), mode='reflect' if len(points) > r else 'edge')
+  return np.stack([np.tensordot(k, padded[i:i + 2 * r + 1], axes=(0, 0)) for i in range(len(points))]
+                  ).astype(np.float32)
+
+
+def load_track(path: str, n: int) -> np.ndarray:
+  """A landmark file (module doc) -> (n, 29, 2) motion points."""
+  if not os.path.isfile(path):
+    raise GenerateError(f'--landmarks={path}: no such file')
+  try:
+    data = np.load(path)
+    if isinstance(data, np.lib.npyio.NpzFile):
+      if 'landmarks' not in data:
+        raise GenerateError(f'--landmarks={path}: an .npz needs an array named "landmarks" (has {list(data)})')
+      data = data['landmarks']
+  except (ValueError, OSError) as e:
+    raise GenerateError(f'--landmarks={path}: not a .npy/.npz array ({e})') from None
+  a = np.asarray(data, np.float32)
+  if a.ndim != 3 or a.shape[1:] not in ((68, 2), (29, 2)) or not len(a):
+    raise GenerateError(f'--landmarks={path}: expected (frames, 68, 2) or (frames, 29, 2), got {a.shape}')
+  if not np.isfinite(a).all() or a.min() < -0.5 or a.max() > 1.5:
+    raise GenerateError(f'--landmarks={path}: points must be finite fractions of the crop side (0..1), got '
+                        f'values in [{np.nanmin(a):.2f}, {np.nanmax(a):.2f}]')
+  if a.shape[1] == 68:
+    a = a[:, a2l.MOTION_LANDMARKS]
+  if len(a) < n:
+    a = np.concatenate([a, np.repeat(a[-1:], n - len(a), 0)])
+  return a[:n]
+
+
+def track_scores(track: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+  """LMD (% of the side, mouth points), opening r, and landmark jitter ratio of `track` vs `truth` (N, 29, 2)."""
+  from daetalker_jax.tasks import landmarks as landmarks_task  # pylint: disable=g-import-not-at-top
+  m = landmarks_task.landmark_metrics(track, truth)
+  motion = lambda a: np.linalg.norm(np.diff(a, axis=0), axis=-1).mean() if len(a) > 1 else np.nan
+  real = motion(truth)
+  return {'lmd': m['lmd'], 'opening_r': m['opening_r'],
+          'landmark_jitter_ratio': float(motion(track) / real) if real > 0 else float('nan')}
+
+
+class LandmarkPipeline(dtp.DiffTalkPipeline):
+  """Landmark diffusion: speech + a face source → frames (module doc)."""
+  method = 'landmark'
+  tasks = ('talkformer',)
+
+  def __init__(self, model: str, options: LandmarkOptions = LandmarkOptions()):
+    if options.smooth < 0:
+      raise GenerateError(f'--smooth={options.smooth}: must be >= 0')
+    if options.landmarks and not os.path.isfile(options.landmarks):
+      raise GenerateError(f'--landmarks={options.landmarks}: no such file')
+    super().__init__(model, options)
+    graphdef = nnx.graphdef(self.model.stage_a)
+    self._stage_a_state = nnx.state(self.model.stage_a)
+    self._stage_a = jax.jit(lambda state, a, c, r: nnx.merge(graphdef, state)(a, c, r))
+    self.motion: np.ndarray | None = None
+
+  @property
+  def ref_landmarks(self) -> np.ndarray:
+    return self.source.landmarks[self.reference_index]
+
+  def motion_track(self, order: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Stage A's (N, 29, 2) motion points (fractions of the crop) for output frames from source frames `order`,
+    smoothed over time (module doc)."""
+    src, cfg = self.source, self.config.model.stage_a
+    t, k = int(cfg.num_frames), int(cfg.num_refs)
+    n = len(order)
+    lm = np.where(src.valid[:, None, None], src.landmarks, self.ref_landmarks)      # faceless: the reference's
+    faces = np.flatnonzero(src.valid)
+    ref_sets = lm[faces[np.linspace(0, len(faces) - 1, k).round().astype(int)]]     # K sets spread over the source
+    out = []
+    for start in range(0, n, 64):
+      ii = np.arange(start, min(start + 64, n))
+      win = np.clip(ii[:, None] + np.arange(t) - t // 2, 0, n - 1)                 # (B, T) output frames
+      audio = examples.audio_windows(feats, win.reshape(-1), num_frames=1, window=int(self.config.data.audio_window))
+      audio = audio[:, 0].reshape(len(ii), t, *audio.shape[2:])
+      context = lm[order[win]][:, :, examples.CONTEXT_LANDMARKS]
+      pred = np.asarray(self._stage_a(self._stage_a_state, audio, context, np.repeat(ref_sets[None], len(ii), 0)))
+      out.append(pred[:, t // 2])                                                   # the centre frame's
+    normed = smooth_track(np.concatenate(out), self.options.smooth)
+    centre_ctx = lm[order][:, examples.CONTEXT_LANDMARKS]
+    return np.asarray(a2l.to_image(normed[:, None], a2l.pose_frame(centre_ctx[:, None]))[:, 0], np.float32)
+
+  def _before_frames(self, order: np.ndarray, feats: np.ndarray, info: dict) -> None:
+    """The motion track of the whole output (from the file, or Stage A), and its scores vs the source."""
+    n = len(order)
+    if self.options.landmarks:
+      track = smooth_track(load_track(self.options.landmarks, n), self.options.smooth)
+    else:
+      track = self.motion_track(order, feats)
+    self.motion = track
+    truth = self.source.landmarks[order][:, a2l.MOTION_LANDMARKS]
+    ok = self.source.valid[order]
+    info.update(motion=track, **(track_scores(track[ok], truth[ok]) if ok.sum() > 1 else {}))
+
+  def _conditions(self, ii, jj, crops, feats):
+    lm = self.source.landmarks[jj]
+    motion = self.motion[ii]
+    ex = {'masked': examples.mask_below(crops, lm[:, examples.NOSE_TIP, 1]),
+          'reference': np.repeat(self.reference_float[None], len(jj), 0),
+          'landmarks': np.asarray(a2l.join_68(lm[:, examples.CONTEXT_LANDMARKS], motion), np.float32),
+          'ref_landmarks': np.repeat(self.ref_landmarks[None], len(jj), 0).astype(np.float32)}
+    return ex, np.concatenate([lm[:, list(dtp.JAW_POLYGON)], motion], axis=1)

@@ -1,0 +1,235 @@
+"""Landmark diffusion with TalkFormer (DESIGN.md §9): Stage A, the renderer, end to end, generation."""
+
+import json
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import landmarks as lm_config
+from configs import talkformer as tf_config
+from daetalker_jax import checkpoint
+from daetalker_jax import train
+from daetalker_jax.data import examples
+from daetalker_jax.inference import landmark_pipeline as lmp
+from daetalker_jax.inference.errors import GenerateError
+from daetalker_jax.models import audio2landmarks as a2l
+from daetalker_jax.models import talkformer
+from daetalker_jax.models import unet as unet_lib
+from daetalker_jax.tasks import talkformer as tf_task
+
+
+def _face(rng, b):
+  """(b, 68, 2) plausible landmarks: a jittered copy of one face in the middle of the crop."""
+  base = np.stack([0.5 + 0.3 * np.cos(np.linspace(0, 2 * np.pi, 68)), 0.5 + 0.3 * np.sin(np.linspace(0, 3, 68))], 1)
+  base[36:42] = [0.35, 0.4]
+  base[42:48] = [0.65, 0.4]
+  return (base + 0.01 * rng.normal(size=(b, 68, 2))).astype(np.float32)
+
+
+def test_pose_frame_round_trip_and_split_join():
+  rng = np.random.default_rng(0)
+  pts = _face(rng, 3)
+  ctx, motion = a2l.split_68(jnp.asarray(pts))
+  np.testing.assert_array_equal(np.asarray(a2l.join_68(ctx, motion)), pts)
+  frame = a2l.pose_frame(ctx)
+  n = a2l.normalise(motion, frame)
+  np.testing.assert_allclose(np.asarray(a2l.to_image(n, frame)), np.asarray(motion), atol=1e-6)
+  # Normalised eyes: centred, one apart, level.
+  eyes = a2l.normalise(ctx, frame)
+  left, right = eyes[:, a2l._LEFT_EYE].mean(1), eyes[:, a2l._RIGHT_EYE].mean(1)  # pylint: disable=protected-access
+  np.testing.assert_allclose(np.asarray(left + right), 0, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(right - left), [[1, 0]] * 3, atol=1e-5)
+  # A moved, scaled, rotated head gives the same normalised points.
+  c, s = np.cos(0.3), np.sin(0.3)
+  moved = (pts - 0.5) @ np.array([[c, s], [-s, c]]) * 0.8 + 0.55
+  mc, mm = a2l.split_68(jnp.asarray(moved))
+  np.testing.assert_allclose(np.asarray(a2l.normalise(mm, a2l.pose_frame(mc))), np.asarray(n), atol=1e-5)
+
+
+def test_landmark_batches_from_a_prepared_dataset(tiny_dataset):
+  store = examples.load_store(tiny_dataset, 'train', image_size=32)
+  b = examples.make_landmark_batch(store, np.random.default_rng(0), 3, num_frames=5, num_refs=4)
+  assert b['audio'].shape == (3, 5, 16, 80) and b['context'].shape == (3, 5, 39, 2)
+  assert b['motion'].shape == (3, 5, 29, 2) and b['ref_sets'].shape == (3, 4, 68, 2) and b['valid'].shape == (3, 5)
+  assert b['image'].shape == (3, 32, 32, 3) and b['landmarks'].shape == b['ref_landmarks'].shape == (3, 68, 2)
+  # The centre frame of the window is the target frame.
+  np.testing.assert_array_equal(a2l.join_68(b['context'][:, 2], b['motion'][:, 2]), b['landmarks'])
+  small = examples.make_landmark_batch(store, np.random.default_rng(0), 3, num_frames=5, num_refs=4, images=False)
+  assert 'image' not in small and small['audio'].shape == (3, 5, 16, 80)
+
+
+def test_stage_a_shapes_and_bad_input():
+  cfg = lm_config.get_config('variant=tiny')
+  model = a2l.build(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  face = _face(rng, 2)
+  audio, context = jnp.zeros((2, 5, 16, 80)), jnp.repeat(face[:, None, a2l.CONTEXT_LANDMARKS], 5, 1)
+  refs = jnp.repeat(face[:, None], 4, 1)
+  out = model(audio, context, refs)
+  assert out.shape == (2, 5, 29, 2)
+  # A fresh head predicts the mean reference mouth, in the pose-normalised frame.
+  np.testing.assert_allclose(np.asarray(model.predict_image(audio, context, refs)),
+                             np.repeat(face[:, None, a2l.MOTION_LANDMARKS], 5, 1), atol=1e-5)
+  with pytest.raises(ValueError, match='audio must be'):
+    model(jnp.zeros((2, 4, 16, 80)), context, refs)
+
+
+def _batch(rng, b=2, t=5, k=4, size=32):
+  face = _face(rng, b)
+  return dict(image=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+              masked=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+              reference=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+              audio=rng.normal(size=(b, t, 16, 80)).astype(np.float32),
+              context=np.repeat(face[:, None, a2l.CONTEXT_LANDMARKS], t, 1),
+              motion=np.repeat(face[:, None, a2l.MOTION_LANDMARKS], t, 1), valid=np.ones((b, t), np.float32),
+              ref_sets=np.repeat(face[:, None], k, 1), landmarks=face, ref_landmarks=face,
+              mouth_box=np.tile(np.array([[0.4, 0.6, 0.6, 0.7]], np.float32), (b, 1)))
+
+
+def test_end_to_end_gradients_reach_stage_a():
+  """The diffusion loss alone (Stage A's own loss off) has a non-zero gradient in Stage A's layers once the
+  zero-initialised TalkFormer outputs have moved, and none with ground-truth landmarks."""
+  cfg = tf_config.get_config('variant=tiny,stage=e2e')
+  cfg.loss.landmark_weight = 0.0
+  model = talkformer.build(cfg, rngs=nnx.Rngs(0))
+  batch = _batch(np.random.default_rng(0))
+
+  @nnx.jit(static_argnums=2)
+  def grads(m, batch, end_to_end):
+    c = cfg.copy_and_resolve_references()
+    c.loss.end_to_end = end_to_end
+    return nnx.grad(lambda m: tf_task.loss_fn(c, m, batch, jax.random.key(1), train=True)[0])(m)
+
+  # At init the blocks' outputs are zero (proj_out, then the attention outputs behind it) and so is Stage A's
+  # head: the landmarks cannot matter yet. A few optimizer steps open the path, one zero layer per step.
+  opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  for _ in range(5):
+    opt.update(model, grads(model, batch, True))
+  g = grads(model, batch, True)
+  norms = {'/'.join(n for n in train._path_names(p) if n != 'value'): float(jnp.linalg.norm(x))  # pylint: disable=protected-access
+           for p, x in jax.tree_util.tree_leaves_with_path(nnx.state(g.stage_a, nnx.Param))}
+  assert norms and all(np.isfinite(list(norms.values())))
+  assert norms['head/kernel'] > 0 and norms['layers/0/attn/query/kernel'] > 0 and norms['audio_in/kernel'] > 0, norms
+  g_truth = grads(model, batch, False)
+  assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(nnx.state(g_truth.stage_a, nnx.Param)))
+
+
+def test_published_shapes():
+  """The full renderer at 64² latents (TalkFormer at 32², 16², 8² and the middle) and IP_LAP's Stage A."""
+  model = nnx.eval_shape(lambda: talkformer.build(tf_config.get_config('variant=full'), rngs=nnx.Rngs(0)))
+  first, stage_a = unet_lib.count_params(model.first_stage), unet_lib.count_params(model.stage_a)
+  assert 55.2e6 < first < 55.4e6
+  assert 12e6 < stage_a < 14e6, stage_a
+  blocks = [b for b in jax.tree.leaves(model.unet, is_leaf=lambda x: isinstance(x, talkformer.TalkFormerBlock))
+            if isinstance(b, talkformer.TalkFormerBlock)]
+  assert sorted({b.channels for b in blocks}) == [512, 768, 1024]
+
+
+# ------------------------------------------------------------------------------------------------ smoothing
+def test_smoothing_has_no_lag_and_track_files_are_checked(tmp_path):
+  n = 41
+  bump = np.exp(-0.5 * ((np.arange(n) - 20) / 3.0) ** 2)
+  track = np.zeros((n, 29, 2), np.float32) + bump[:, None, None].astype(np.float32)
+  smooth = lmp.smooth_track(track, 2.0)
+  assert int(np.argmax(smooth[:, 0, 0])) == 20               # the peak stays where it was: no lag
+  flat = np.full((n, 29, 2), 0.4, np.float32)
+  np.testing.assert_allclose(lmp.smooth_track(flat, 2.0), flat, atol=1e-6)
+  path = tmp_path / 'track.npy'
+  np.save(path, np.full((5, 68, 2), 0.5, np.float32))
+  out = lmp.load_track(str(path), 8)
+  assert out.shape == (8, 29, 2)
+  np.save(path, np.zeros((5, 10, 2), np.float32))
+  with pytest.raises(GenerateError, match=r'expected \(frames, 68, 2\)'):
+    lmp.load_track(str(path), 8)
+  np.save(path, np.full((5, 29, 2), 300.0, np.float32))
+  with pytest.raises(GenerateError, match='fractions of the crop'):
+    lmp.load_track(str(path), 8)
+
+
+# ------------------------------------------------------------------------------------------ the three stages
+@pytest.fixture(scope='module')
+def trained(tiny_dataset, tmp_path_factory):
+  """Stage A (3 steps), the renderer in pixel space on ground-truth landmarks (2 steps), then end to end (2
+  steps), all by the real training loop."""
+  a_dir, b_dir, e_dir = (tmp_path_factory.mktemp(n) for n in ('landmarks', 'renderer', 'e2e'))
+  cfg = lm_config.get_config('variant=tiny')
+  cfg.data.data_dir = str(tiny_dataset)
+  cfg.num_train_steps = cfg.checkpoint_every_steps = cfg.eval_every_steps = 3
+  cfg.log_every_steps, cfg.num_eval_images = 1, 8
+  train.train_and_evaluate(cfg, str(a_dir))
+
+  def renderer_config(stage):
+    c = tf_config.get_config(f'variant=tiny,stage={stage}')
+    c.model.talkformer.space = 'pixel'
+    c.model.unet.update(in_channels=6, out_channels=3, channel_mult=(1, 2), attention_resolutions=(2,))
+    c.data.data_dir = str(tiny_dataset)
+    c.num_train_steps = c.checkpoint_every_steps = c.eval_every_steps = 2
+    c.log_every_steps, c.batch_size, c.num_eval_images = 1, 8, 2
+    c.diffusion.sample_steps = 2
+    return c
+
+  cfg = renderer_config('renderer')
+  cfg.stage_a_from, cfg.eval_every_steps = str(a_dir), 1000      # the e2e run below evaluates
+
+  train.train_and_evaluate(cfg, str(b_dir))
+  cfg = renderer_config('e2e')
+  cfg.init_from = str(b_dir)
+  train.train_and_evaluate(cfg, str(e_dir))
+  return a_dir, b_dir, e_dir
+
+
+def test_stage_a_is_frozen_for_the_renderer_and_trains_end_to_end(trained):
+  a_dir, b_dir, e_dir = trained
+  stage_a, _ = checkpoint.load_model(str(a_dir))                # its EMA weights are what stage_a_from loads
+  renderer, config = checkpoint.load_model(str(b_dir), which='params')
+  assert config.task == 'talkformer' and list((e_dir / 'samples').glob('step_*.png'))
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(renderer.stage_a, nnx.Param), nnx.state(stage_a, nnx.Param))
+  e2e, _ = checkpoint.load_model(str(e_dir), which='params')
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), nnx.state(e2e.stage_a, nnx.Param),
+                       nnx.state(stage_a, nnx.Param))
+  assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_generate_from_speech_and_from_a_landmark_track(trained, tiny_dataset, tmp_path):
+  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  _, _, e_dir = trained
+  clip = next(dataset.iterate_clips(tiny_dataset, 'test'))
+  speech = clip['audio'][:20 * 640].astype(np.float32) / 32768.0
+  opts = lmp.LandmarkOptions(clip=clip['clip_id'], data_dir=str(tiny_dataset), steps=2, batch=8)
+  pipe = lmp.LandmarkPipeline(str(e_dir), opts)
+  video = pipe(speech)
+  frames = np.concatenate(list(video.frames))
+  assert frames.shape == (20, 32, 32, 3) and video.info['frames_without_face'] == 0
+  assert video.info['motion'].shape == (20, 29, 2) and np.isfinite(video.info['lmd'])
+  # Rows above the face are the source crop's own pixels (only the jaw region is generated).
+  np.testing.assert_array_equal(frames[:, :3], pipe.source.crops[video.info['source_order']][:, :3])
+  # A landmark track drives the mouth instead: the track used is the file's (no smoothing asked).
+  track = np.asarray(clip['landmarks'][:20], np.float32) / clip['images'].shape[1]
+  path = tmp_path / 'track.npy'
+  np.save(path, track)
+  pipe = lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(clip=clip['clip_id'], data_dir=str(tiny_dataset),
+                                                              steps=2, batch=8, landmarks=str(path), smooth=0))
+  v = pipe(speech)
+  assert len(np.concatenate(list(v.frames))) == 20
+  np.testing.assert_allclose(v.info['motion'], track[:, a2l.MOTION_LANDMARKS])
+  assert v.info['lmd'] == pytest.approx(0.0, abs=1e-4)
+  with pytest.raises(GenerateError, match='no such file'):
+    lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(clip=clip['clip_id'], data_dir=str(tiny_dataset),
+                                                         landmarks=str(tmp_path / 'none.npy')))
+
+
+def test_evaluate_cli_scores_the_landmark_method(trained, tiny_dataset, tmp_path, capsys):
+  from daetalker_jax import evaluate  # pylint: disable=g-import-not-at-top
+  _, _, e_dir = trained
+  out = tmp_path / 'eval'
+  rc = evaluate.main(['--method', 'landmark', '--model', str(e_dir), '--data', str(tiny_dataset), '--split', 'test',
+                      '--max-frames', '12', '--steps', '2', '--batch', '8', '--out', str(out)])
+  assert rc == 0, capsys.readouterr().err
+  res = json.loads((out / 'results.json').read_text())
+  assert res['method'] == 'landmark' and res['num_frames'] == 12
+  for k in ('strict_r', 'open_recall', 'psnr_mouth', 'lmd', 'landmark_jitter_ratio'):
+    assert k in res['summary'], k
