@@ -291,7 +291,8 @@ def _main_generic(args) -> int:
   say = (lambda *a: None) if args.quiet else print
   try:
     if not args.model:
-      raise EvaluateError(f'--method {args.method} needs --model WORKDIR (a {args.method} training workdir)')
+      task = {'difftalk': 'difftalk', 'landmark': 'talkformer'}[args.method]
+      raise EvaluateError(f'--method {args.method} needs --model WORKDIR (a {task} training workdir)')
     clips = list(iter_eval_clips(args.data, args.split, args.max_clips, args.max_frames))
     common = dict(clip=clips[0]['clip_id'], data_dir=args.data, steps=args.steps, batch=args.batch, seed=args.seed)
     if args.method == 'landmark':

@@ -134,7 +134,8 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     raise GenerateError('--landmarks drives --method landmark only')
   if args.method in ('difftalk', 'landmark'):
     if not args.model:
-      raise GenerateError(f'--method {args.method} needs --model WORKDIR (a {args.method} training workdir)')
+      task = {'difftalk': 'difftalk', 'landmark': 'talkformer'}[args.method]
+      raise GenerateError(f'--method {args.method} needs --model WORKDIR (a {task} training workdir)')
     common = dict(video=args.video, image=args.image, clip=args.clip, data_dir=args.data,
                   steps=50 if args.steps is None else args.steps,
                   seed=args.seed, batch=args.batch, inpaint=not args.no_inpaint, length=args.length)
