@@ -98,13 +98,17 @@ def _example_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
               audio_window=int(config.data.audio_window), min_gap=int(config.data.min_reference_gap))
 
 
+def require_data_dir(config: ml_collections.ConfigDict) -> None:
+  if not config.data.data_dir:
+    raise ValueError('config.data.data_dir is empty: pass --config.data.data_dir=DATA_DIR '
+                     '(a folder written by `python -m data_prep.prepare`)')
+
+
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
                   start_step: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
   """Per-process example stream positioned at `start_step` (data/examples.py) and fixed val examples."""
   from daetalker_jax.data import examples  # pylint: disable=g-import-not-at-top
-  if not config.data.data_dir:
-    raise ValueError('config.data.data_dir is empty: pass --config.data.data_dir=DATA_DIR '
-                     '(a folder written by `python -m data_prep.prepare`)')
+  require_data_dir(config)
   train_iter = examples.talking_examples(
       config.data.data_dir, 'train', batch_size=config.batch_size // process_count, seed=config.seed,
       process_index=process_index, process_count=process_count, start_batch=start_step, **_example_args(config))
@@ -120,6 +124,16 @@ def data_stats(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 # Loss.
 # --------------------------------------------------------------------------------------------------------
+def mouth_pixel_weight(opts: ml_collections.ConfigDict, box: jax.Array, size: tuple[int, int]) -> jax.Array | None:
+  """Latent-pixel weights: opts.mouth_weight inside the mouth box grown by opts.mouth_margin, 1 elsewhere (None
+  when the weight is 1: the plain eps MSE)."""
+  if float(opts.mouth_weight) == 1.0:
+    return None
+  grow = float(opts.mouth_margin) * (box[:, 2:] - box[:, :2])
+  box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
+  return diffusion.box_weight(box, jnp.ones(box.shape[:1], bool), size, float(opts.mouth_weight))
+
+
 def loss_fn(config: ml_collections.ConfigDict, model: difftalk.DiffTalk, batch: dict[str, jax.Array],
             rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
   """DiffTalk's eps MSE in latent space (module doc)."""
@@ -129,12 +143,7 @@ def loss_fn(config: ml_collections.ConfigDict, model: difftalk.DiffTalk, batch: 
   z0, masked, reference = encode(batch['image']), encode(batch['masked']), encode(batch['reference'])
   cond = (masked, reference, model.context(batch['audio'], batch['landmarks']))
   opts = config.loss
-  pixel_weight = None
-  if float(opts.mouth_weight) != 1.0:
-    box = batch['mouth_box']
-    grow = float(opts.mouth_margin) * (box[:, 2:] - box[:, :2])
-    box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
-    pixel_weight = diffusion.box_weight(box, jnp.ones(box.shape[:1], bool), z0.shape[1:3], float(opts.mouth_weight))
+  pixel_weight = mouth_pixel_weight(opts, batch['mouth_box'], z0.shape[1:3])
   loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, c), diffusion.schedule_from_config(config.diffusion),
                                      z0, rng, cond=cond, pixel_weight=pixel_weight)
   return loss, {}
@@ -161,20 +170,27 @@ class Evaluator:
     else:
       self.codec.set_weights(ema_model)
     generated = self.codec.sample(eval_inputs, self.codec.seed_noise(self.config.seed + 1))
-    real = np.round((np.asarray(eval_inputs['image']) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    as_float = lambda u: u.astype(np.float32) / 127.5 - 1.0
-    rows = [eval_inputs['masked'], eval_inputs['reference'], as_float(generated), as_float(real)]
-    grid = metrics_lib.image_grid(rows)
-    writer.write_images(step, {'eval/samples': grid[None]})
-    if jax.process_index() == 0:
-      metrics_lib.write_png(os.path.join(self.workdir, 'samples', f'step_{step:07d}.png'), grid)
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', RuntimeWarning)
-      strict = mouth_eval.strict_mouth_scores(mouth_eval.strict_mouth_series(generated),
-                                              mouth_eval.strict_mouth_series(real))
-    return {'eval/psnr': float(np.mean(metrics_lib.psnr(as_float(generated), as_float(real)))),
-            'eval/psnr_mouth': generic.mouth_box_psnr(generated, real, eval_inputs['mouth_box']),
-            **{f'eval/{k}': float(strict[k]) for k in ('strict_r', 'open_recall', 'amplitude_ratio')}}
+    return sample_report(self.workdir, step, writer, eval_inputs, generated)
+
+
+def sample_report(workdir: str, step: int, writer, eval_inputs: dict[str, np.ndarray], generated: np.ndarray
+                  ) -> dict[str, float]:
+  """The generic methods' eval: a grid (masked, reference, generated, real) to TensorBoard and
+  WORKDIR/samples/, PSNR over the frame and the mouth box, the strict mouth metrics."""
+  real = np.round((np.asarray(eval_inputs['image']) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+  as_float = lambda u: u.astype(np.float32) / 127.5 - 1.0
+  rows = [eval_inputs['masked'], eval_inputs['reference'], as_float(generated), as_float(real)]
+  grid = metrics_lib.image_grid(rows)
+  writer.write_images(step, {'eval/samples': grid[None]})
+  if jax.process_index() == 0:
+    metrics_lib.write_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)
+    strict = mouth_eval.strict_mouth_scores(mouth_eval.strict_mouth_series(generated),
+                                            mouth_eval.strict_mouth_series(real))
+  return {'eval/psnr': float(np.mean(metrics_lib.psnr(as_float(generated), as_float(real)))),
+          'eval/psnr_mouth': generic.mouth_box_psnr(generated, real, eval_inputs['mouth_box']),
+          **{f'eval/{k}': float(strict[k]) for k in ('strict_r', 'open_recall', 'amplitude_ratio')}}
 
 
 TASK = tasks.Task(name='difftalk', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,

@@ -21,7 +21,6 @@ eval/lmd (Stage A's mouth landmark distance, % of the side).
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from absl import logging
@@ -32,10 +31,7 @@ import ml_collections
 import numpy as np
 
 from daetalker_jax import diffusion
-from daetalker_jax import metrics as metrics_lib
 from daetalker_jax import tasks
-from daetalker_jax.evaluation import generic
-from daetalker_jax.evaluation import mouth as mouth_eval
 from daetalker_jax.inference import difftalk_codec
 from daetalker_jax.models import audio2landmarks as a2l
 from daetalker_jax.models import talkformer
@@ -84,9 +80,7 @@ def example_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
                   start_step: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
   from daetalker_jax.data import examples  # pylint: disable=g-import-not-at-top
-  if not config.data.data_dir:
-    raise ValueError('config.data.data_dir is empty: pass --config.data.data_dir=DATA_DIR '
-                     '(a folder written by `python -m data_prep.prepare`)')
+  difftalk_task.require_data_dir(config)
   train_iter = examples.landmark_examples(
       config.data.data_dir, 'train', batch_size=config.batch_size // process_count, seed=config.seed,
       process_index=process_index, process_count=process_count, start_batch=start_step, **example_args(config))
@@ -128,12 +122,7 @@ def loss_fn(config: ml_collections.ConfigDict, model: talkformer.LandmarkDiffusi
   else:
     lms = batch['landmarks']
   cond = model.condition(masked, model.reference_context(ref_z, batch['ref_landmarks']), lms, batch['ref_landmarks'])
-  pixel_weight = None
-  if float(opts.mouth_weight) != 1.0:
-    box = batch['mouth_box']
-    grow = float(opts.mouth_margin) * (box[:, 2:] - box[:, :2])
-    box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
-    pixel_weight = diffusion.box_weight(box, jnp.ones(box.shape[:1], bool), z0.shape[1:3], float(opts.mouth_weight))
+  pixel_weight = difftalk_task.mouth_pixel_weight(opts, batch['mouth_box'], z0.shape[1:3])
   loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, c), diffusion.schedule_from_config(config.diffusion),
                                      z0, rng, cond=cond, pixel_weight=pixel_weight)
   if opts.end_to_end:
@@ -169,23 +158,10 @@ class Evaluator:
     lms = predicted if self.config.eval_landmarks == 'predicted' else eval_inputs['landmarks']
     inputs = dict(eval_inputs, landmarks=lms)
     generated = self.codec.sample(inputs, self.codec.seed_noise(self.config.seed + 1))
-    real = np.round((np.asarray(eval_inputs['image']) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    as_float = lambda u: u.astype(np.float32) / 127.5 - 1.0
-    grid = metrics_lib.image_grid([eval_inputs['masked'], eval_inputs['reference'], as_float(generated),
-                                   as_float(real)])
-    writer.write_images(step, {'eval/samples': grid[None]})
-    if jax.process_index() == 0:
-      metrics_lib.write_png(os.path.join(self.workdir, 'samples', f'step_{step:07d}.png'), grid)
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', RuntimeWarning)
-      strict = mouth_eval.strict_mouth_scores(mouth_eval.strict_mouth_series(generated),
-                                              mouth_eval.strict_mouth_series(real))
+    report = difftalk_task.sample_report(self.workdir, step, writer, eval_inputs, generated)
     lm_m = landmarks_task.landmark_metrics(predicted[:, a2l.MOTION_LANDMARKS],
                                            np.asarray(eval_inputs['landmarks'])[:, a2l.MOTION_LANDMARKS])
-    return {'eval/psnr': float(np.mean(metrics_lib.psnr(as_float(generated), as_float(real)))),
-            'eval/psnr_mouth': generic.mouth_box_psnr(generated, real, eval_inputs['mouth_box']),
-            'eval/lmd': lm_m['lmd'],
-            **{f'eval/{k}': float(strict[k]) for k in ('strict_r', 'open_recall', 'amplitude_ratio')}}
+    return {**report, 'eval/lmd': lm_m['lmd']}
 
 
 TASK = tasks.Task(name='talkformer', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
