@@ -121,8 +121,9 @@ def load_model(workdir: str, which: str = 'ema', step: int | None = None):
     weights = ckpt.restore_subtree(step, {which: target})[which]
   finally:
     ckpt.close()
-  # Non-parameter variables (RNG streams) are recreated rather than restored.
-  fresh = nnx.split(task.create_model(config, nnx.Rngs(0)), nnx.Param, ...)[2]
+  # Non-parameter variables (RNG streams) are recreated rather than restored: jitted, so XLA drops the parameter
+  # initialisers (an eager build runs every initialiser op by op: ~10 s for a small model on a CPU).
+  fresh = jax.jit(lambda: nnx.split(task.create_model(config, nnx.Rngs(0)), nnx.Param, ...)[2])()
   del rest
   model = nnx.merge(graphdef, weights, fresh)
   model.eval()
