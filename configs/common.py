@@ -54,3 +54,14 @@ def add_cadence(config: ml_collections.ConfigDict, *, small: bool, eval_every_st
   config.checkpoint_every_steps = 100 if small else 5_000  # orbax save period
   config.keep_checkpoints = 3               # checkpoints kept
   config.eval_every_steps = eval_every_steps  # task.evaluate period
+
+
+def add_speech_frontend(data: ml_collections.ConfigDict, args: Mapping[str, str], *, where: str) -> int:
+  """Sets the generic methods' speech front end in `data` (daetalker_jax/data/speech.py) from the config
+  argument `frontend=logmel|wav2vec2`; returns the model's `audio_dim` for it (80, or 768: a base model)."""
+  frontend = choose(args.get('frontend', 'logmel'), ('logmel', 'wav2vec2'), what='frontend', where=where)
+  data.frontend = frontend            # 'logmel' | 'wav2vec2' (a frozen wav2vec2/HuBERT hidden state, precomputed)
+  data.wav2vec2_path = ''             # wav2vec2: local HF wav2vec2 or HuBERT folder (config.json + weights)
+  data.wav2vec2_layer = 9             # wav2vec2: hidden state (0 = input of layer 1; 9 of 12 for base models)
+  data.wav2vec2_normalize = True      # wav2vec2: zero-mean/unit-variance waveform (HF do_normalize)
+  return 80 if frontend == 'logmel' else 768   # a large model (1024) wants --config.model...audio_dim=1024

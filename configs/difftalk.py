@@ -11,6 +11,9 @@ Run:
       --config.data.data_dir=/tmp/synth_ids --config.first_stage=/tmp/vq
 Variants: `tiny` (CPU tests: 32 px, f2 first stage), `demo` (CPU demo: 64 px, f4 first stage -> 16x16x3 latents),
 `full` (the published model: 256 px, VQ-f4 -> 64x64x3 latents, LDM UNet 256 channels (1,2,3,4), ~530M params).
+Speech front end (data/speech.py): `frontend=logmel` (default) or `frontend=wav2vec2` with
+--config.data.wav2vec2_path=/models/hubert-base-ls960 (a local Hugging Face wav2vec2 or HuBERT folder; audio_dim
+768 for base models, set --config.model...audio_dim=1024 for large ones).
 """
 
 import ml_collections
@@ -46,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.min_reference_gap = 60        # the reference frame is at least this many frames away (DiffTalk)
   config.data.audio_window = 16             # log-mel steps (10 ms) per video frame window
   config.data.audio_frames = 8              # neighbouring frames the audio smoother weighs (DiffTalk: 8)
+  audio_dim = common.add_speech_frontend(config.data, args, where='configs/difftalk.py')
 
   # The frozen first stage: an `autoencoder` workdir, a diffusers VQModel folder, or an LDM/DiffTalk .ckpt.
   config.first_stage = ''
@@ -60,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Audio / landmark encoders (models.difftalk.CondConfig): per-frame window conv net + 8-frame smoother, and
   # the landmark MLP on the 39 context points.
   config.model.cond = ml_collections.ConfigDict(dict(
-      audio_dim=80, audio_window=config.data.audio_window, audio_frames=config.data.audio_frames,
+      audio_dim=audio_dim, audio_window=config.data.audio_window, audio_frames=config.data.audio_frames,
       audio_code=64, smoother_dim=32, landmark_code=64))
   config.model.lock()
 

@@ -5,6 +5,9 @@ Run:
       --config.data.data_dir=/tmp/synth_ids
 Variants: `tiny` (CPU tests), `demo` (the CPU demo), `full` (IP_LAP's shape: K=15 reference sets, T=5 frames,
 4 layers, width 512, 4 heads). Then Stage B: configs/talkformer.py with --config.stage_a_from=/tmp/landmarks.
+Speech front end (data/speech.py): `frontend=logmel` (default) or `frontend=wav2vec2` with
+--config.data.wav2vec2_path=/models/hubert-base-ls960 (a local Hugging Face wav2vec2 or HuBERT folder; audio_dim
+768 for base models, set --config.model...audio_dim=1024 for large ones).
 """
 
 import ml_collections
@@ -30,11 +33,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = ''                 # prepared dataset with landmarks (data_prep.prepare)
-  config.data.audio_window = 16             # log-mel steps (10 ms) per video frame
+  config.data.audio_window = 16             # feature steps (10 ms) per video frame
+  audio_dim = common.add_speech_frontend(config.data, args, where='configs/landmarks.py')
   config.data.image_size = 32               # frames are loaded (and shrunk to this) with the clips; unused here
 
   config.model = ml_collections.ConfigDict()
-  config.model.stage_a = ml_collections.ConfigDict(dict(audio_dim=80, audio_window=config.data.audio_window,
+  config.model.stage_a = ml_collections.ConfigDict(dict(audio_dim=audio_dim, audio_window=config.data.audio_window,
                                                         dropout=0.0, **_MODELS[variant]))
   config.model.lock()
 

@@ -10,6 +10,9 @@ both, the diffusion loss reaching Stage A through the predicted landmarks (confi
 Stage A's own landmark loss (config.loss.landmark_weight).
 Variants: `tiny` (CPU tests: 32 px, f2), `demo` (CPU demo: 64 px, f4 -> 16x16x3 latents), `full` (256 px, VQ-f4 ->
 64x64x3 latents, TalkFormer blocks at 32², 16², 8² and the middle).
+Speech front end (data/speech.py; Stage A's, the same as in its landmarks workdir): `frontend=logmel` (default)
+or `frontend=wav2vec2` with --config.data.wav2vec2_path=/models/hubert-base-ls960 (a local Hugging Face wav2vec2 or
+HuBERT folder; audio_dim 768 for base models, set --config.model...audio_dim=1024 for large ones).
 """
 
 import ml_collections
@@ -40,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   stage = common.choose(args.get('stage', 'renderer'), ('renderer', 'e2e'), what='stage',
                         where='configs/talkformer.py')
   small = variant in common.SMALL_VARIANTS
-  stage_a = landmarks.get_config(f'variant={variant}')
+  stage_a = landmarks.get_config(f'variant={variant},frontend={args.get("frontend", "logmel")}')
 
   config = ml_collections.ConfigDict()
   config.task = 'talkformer'                # daetalker_jax/tasks/talkformer.py
@@ -52,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.data_dir = ''                 # prepared dataset with landmarks (data_prep.prepare)
   config.data.min_reference_gap = 60        # the reference frame is at least this many frames away
   config.data.audio_window = stage_a.data.audio_window
+  common.add_speech_frontend(config.data, args, where='configs/talkformer.py')   # Stage A's (must match its workdir)
 
   config.first_stage = ''                   # the frozen VQ autoencoder (as configs/difftalk.py); latent space only
   config.stage_a_from = ''                  # a `landmarks` workdir: Stage A's weights at a fresh start
@@ -61,10 +65,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.first_stage = ml_collections.ConfigDict(first.to_dict())
   config.model.stage_a = ml_collections.ConfigDict(stage_a.model.stage_a.to_dict())
   # space: latent (a frozen VQ first stage; the default) | pixel (denoise the image itself, no autoencoder).
-  config.model.talkformer = ml_collections.ConfigDict(dict(space='latent', offset_scale=4.0, **_TALKFORMER[variant]))
+  # concat_reference: the reference latent also joins the UNet input (DiffTalk's way), beside the warping attention.
+  config.model.talkformer = ml_collections.ConfigDict(dict(space='latent', offset_scale=4.0, concat_reference=False,
+                                                           **_TALKFORMER[variant]))
   z, factor = first.embed_dim, 2 ** (len(first.ch_mult) - 1)
+  inputs = 3 if config.model.talkformer.concat_reference else 2    # [z_t, masked(, reference)]
   config.model.unet = ml_collections.ConfigDict(dict(
-      image_size=first.image_size // factor, in_channels=2 * z, out_channels=z, num_head_channels=32,
+      image_size=first.image_size // factor, in_channels=inputs * z, out_channels=z, num_head_channels=32,
       transformer_depth=1, context_dim=_TALKFORMER[variant]['token_dim'], dropout=0.0, **_UNET[variant]))
 
   # DiffTalk's process (configs/difftalk.py): T 1000, sqrt-linear betas, eps prediction.

@@ -8,45 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import transformers
 from flax import nnx
 
 from daetalker_jax.importers import wav2vec2 as w2v_import
 from daetalker_jax.models import wav2vec2
+from tests import _speech_models
 
 torch.set_num_threads(1)
 
-_VARIANTS = {
-    # hubert-base: GroupNorm conv stack, post-LN layers, weight-normed positional conv.
-    'base': dict(feat_extract_norm='group', do_stable_layer_norm=False),
-    # hubert-large / xlarge: LayerNorm conv stack with conv bias, pre-LN layers.
-    'large': dict(feat_extract_norm='layer', do_stable_layer_norm=True, conv_bias=True),
-    # HuBERT-only options: no LayerNorm before the projection, BatchNorm instead of weight norm.
-    'options': dict(feat_extract_norm='group', do_stable_layer_norm=False, feat_proj_layer_norm=False,
-                    conv_pos_batch_norm=True),
-}
+_VARIANTS = _speech_models.HUBERT_VARIANTS
 
 
 def _tiny_hf(tmp_path, variant: str, *, seed: int = 0) -> tuple[str, object]:
-  torch.manual_seed(seed)
-  cfg = transformers.HubertConfig(
-      hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-      conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **_VARIANTS[variant])
-  model = transformers.HubertModel(cfg).eval()
-  # Random init leaves norms at identity, weight-norm g at ||v|| and BatchNorm statistics at (0, 1); perturb
-  # every parameter and statistic so that a wrong mapping, a missed transpose or a wrong fold cannot hide.
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-    for name, b in model.named_buffers():
-      if name.endswith('running_mean'):
-        b.copy_(0.3 * torch.randn_like(b))
-      elif name.endswith('running_var'):
-        b.copy_(0.5 + torch.rand_like(b))
-  path = os.path.join(tmp_path, variant)
-  model.save_pretrained(path)                                   # config.json + model.safetensors
-  return path, model
+  return _speech_models.tiny_hf(tmp_path, variant, family='hubert', seed=seed)
 
 
 @pytest.mark.parametrize('variant', sorted(_VARIANTS))

@@ -118,6 +118,31 @@ def test_end_to_end_gradients_reach_stage_a():
   assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(nnx.state(g_truth.stage_a, nnx.Param)))
 
 
+def test_concat_reference_joins_the_unet_input():
+  """With model.talkformer.concat_reference the reference latent is part of the UNet input, beside the masked
+  target's (and the UNet is sized for it); without it the input is the masked latent alone; a UNet sized for
+  the other layout is one clear error."""
+  batch = _batch(np.random.default_rng(0))
+  for concat in (False, True):
+    cfg = tf_config.get_config('variant=tiny')
+    cfg.model.talkformer.concat_reference = concat
+    cfg.model.unet.in_channels = (3 if concat else 2) * cfg.model.unet.out_channels
+    model = talkformer.build(cfg, rngs=nnx.Rngs(0))
+    inputs, context = model.sample_condition(batch['masked'], batch['reference'], batch['landmarks'],
+                                             batch['ref_landmarks'])
+    want = [model.encode(jnp.asarray(batch['masked']))] + ([model.encode(jnp.asarray(batch['reference']))] if concat
+                                                           else [])
+    np.testing.assert_allclose(np.asarray(inputs), np.asarray(jnp.concatenate(want, -1)), atol=1e-6)
+    assert set(context) == {'ref', 'ref_landmarks', 'motion'}
+    side = cfg.model.unet.image_size
+    eps = model(jnp.zeros((2, side, side, model.latent_channels)), jnp.array([10, 500]), (inputs, context))
+    assert eps.shape == (2, side, side, model.latent_channels)
+  cfg = tf_config.get_config('variant=tiny')
+  cfg.model.talkformer.concat_reference = True                        # in_channels left at 2 z
+  with pytest.raises(ValueError, match=r'takes \[z_t, masked, reference\] \(\d+ channels\)'):
+    talkformer.build(cfg, rngs=nnx.Rngs(0))
+
+
 def test_published_shapes():
   """The full renderer at 64² latents (TalkFormer at 32², 16², 8² and the middle) and IP_LAP's Stage A."""
   model = nnx.eval_shape(lambda: talkformer.build(tf_config.get_config('variant=full'), rngs=nnx.Rngs(0)))

@@ -8,34 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import transformers
 from flax import nnx
 
 from daetalker_jax.importers import wav2vec2 as w2v_import
 from daetalker_jax.models import wav2vec2
+from tests import _speech_models
 
-_VARIANTS = {
-    'base': dict(feat_extract_norm='group', do_stable_layer_norm=False),
-    'large': dict(feat_extract_norm='layer', do_stable_layer_norm=True),
-}
+_VARIANTS = _speech_models.WAV2VEC2_VARIANTS
 
 
 def _tiny_hf(tmp_path, variant: str, *, seed: int = 0) -> tuple[str, object]:
-  torch.manual_seed(seed)
-  cfg = transformers.Wav2Vec2Config(
-      hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-      conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-      conv_bias=variant == 'large',
-      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **_VARIANTS[variant])
-  model = transformers.Wav2Vec2Model(cfg).eval()
-  # Random init leaves norms at identity and the weight-norm g at ||v||; perturb every parameter so that
-  # a wrong mapping or a missed transpose cannot hide.
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-  path = os.path.join(tmp_path, variant)
-  model.save_pretrained(path)                                   # config.json + model.safetensors
-  return path, model
+  return _speech_models.tiny_hf(tmp_path, variant, family='wav2vec2', seed=seed)
 
 
 @pytest.mark.parametrize('variant', ['base', 'large'])

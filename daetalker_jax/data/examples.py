@@ -15,8 +15,9 @@ Landmark diffusion (DESIGN.md §9; `make_landmark_batch`) adds, for the T frames
   audio (T, W, D), context (T, 39, 2), motion (T, 29, 2) landmarks, valid (T,), and ref_sets (K, 68, 2), the
   landmarks of K random frames of the clip; with images, the target's `landmarks` (68, 2) and the reference's
   `ref_landmarks` (68, 2) (its audio is then Stage A's windows, not the 8-frame DiffTalk windows above).
-Frames without landmarks are never drawn. Speech features are log-mel (data/features.py), normalised per
-clip to zero mean and unit variance per bin, so the level of a recording does not matter.
+Frames without landmarks are never drawn. Speech features come from the config's front end (data/speech.py:
+log-mel by default, or a frozen wav2vec2/HuBERT hidden state), 4 steps per video frame, normalised per clip to
+zero mean and unit variance per dimension, so the level of a recording does not matter.
 
 The stream is stateless: batch k of process p is drawn from a generator seeded by (seed, p, k), so a resumed
 run starts at `start_batch` without reading anything before it. Each process holds its own clips (clip j
@@ -33,9 +34,9 @@ import pathlib
 import cv2
 import numpy as np
 
-from daetalker_jax.data import contract
 from daetalker_jax.data import dataset
 from daetalker_jax.data import features
+from daetalker_jax.data import speech
 
 CONTEXT_LANDMARKS = np.array(tuple(range(0, 4)) + tuple(range(13, 48)))   # models/difftalk.CONTEXT_LANDMARKS
 NOSE_TIP = 30
@@ -45,11 +46,10 @@ MEL_PER_FRAME = features.MEL_PER_VIDEO_FRAME   # 4 log-mel steps (10 ms) per vid
 
 
 # ------------------------------------------------------------------------------------------- speech features
-def clip_features(audio: np.ndarray) -> np.ndarray:
-  """(N*640,) int16 or float audio -> (N*4, 80) float32 log-mel, normalised per bin over the clip."""
-  wav = contract.int16_to_float(audio) if audio.dtype == np.int16 else np.asarray(audio, np.float32)
-  mel = np.asarray(features.log_mel(wav), np.float32)   # eager: clips of any length, no compile each
-  return (mel - mel.mean(0)) / (mel.std(0) + 1e-5)
+def clip_features(audio: np.ndarray, frontend: speech.Frontend | None = None) -> np.ndarray:
+  """(N*640,) int16 or float audio -> (N*4, D) float32 features of `frontend` (log-mel, D = 80, when None),
+  normalised per dimension over the clip (data/speech.py)."""
+  return (frontend or speech.Frontend())(audio)
 
 
 def audio_windows(feats: np.ndarray, frames: np.ndarray, *, num_frames: int = 8, window: int = 16
@@ -105,8 +105,9 @@ class Store:
 
 
 def load_store(data_dir: str | pathlib.Path, split: str, *, image_size: int, process_index: int = 0,
-               process_count: int = 1) -> Store:
-  """Clips j of `split` with j % process_count == process_index, decoded and resized to `image_size`."""
+               process_count: int = 1, frontend: speech.Frontend | None = None) -> Store:
+  """Clips j of `split` with j % process_count == process_index, decoded and resized to `image_size`, with
+  their speech features (`frontend`, log-mel when None)."""
   images, lms, feats, ids, idents, clip, frame, valids = [], [], [], [], [], [], [], []
   for j, c in enumerate(dataset.iterate_clips(data_dir, split)):
     if j % process_count != process_index:
@@ -116,7 +117,7 @@ def load_store(data_dir: str | pathlib.Path, split: str, *, image_size: int, pro
     k = len(images)
     images.append(_resize(c['images'], image_size))
     lms.append(np.asarray(c['landmarks'], np.float32) / side)
-    feats.append(clip_features(c['audio']))
+    feats.append(clip_features(c['audio'], frontend))
     ids.append(c['clip_id'])
     idents.append(c.get('identity', ''))
     valids.append(valid)
@@ -209,11 +210,11 @@ def make_landmark_batch(store: Store, rng: np.random.Generator, batch_size: int,
 
 
 def landmark_examples(data_dir: str | pathlib.Path, split: str, *, image_size: int, batch_size: int, seed: int,
-                      process_index: int = 0, process_count: int = 1, start_batch: int = 0, **kwargs
-                      ) -> Iterator[dict[str, np.ndarray]]:
+                      process_index: int = 0, process_count: int = 1, start_batch: int = 0,
+                      frontend: speech.Frontend | None = None, **kwargs) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process `make_landmark_batch` batches, batch k drawn from (seed, process_index, k)."""
   store = load_store(data_dir, split, image_size=image_size, process_index=process_index,
-                     process_count=process_count)
+                     process_count=process_count, frontend=frontend)
   k = start_batch
   while True:
     yield make_landmark_batch(store, np.random.default_rng([seed, process_index, k]), batch_size, **kwargs)
@@ -221,19 +222,20 @@ def landmark_examples(data_dir: str | pathlib.Path, split: str, *, image_size: i
 
 
 def fixed_landmark_examples(data_dir: str | pathlib.Path, split: str, count: int, *, image_size: int, seed: int = 0,
-                            **kwargs) -> dict[str, np.ndarray]:
+                            frontend: speech.Frontend | None = None, **kwargs) -> dict[str, np.ndarray]:
   """`count` landmark examples spread evenly over the split's usable frames (evaluation)."""
-  store = load_store(data_dir, split, image_size=image_size)
+  store = load_store(data_dir, split, image_size=image_size, frontend=frontend)
   picks = np.linspace(0, store.num_frames - 1, min(count, store.num_frames)).round().astype(int)
   return make_landmark_batch(store, np.random.default_rng(seed), len(picks), picks=picks, **kwargs)
 
 
 def talking_examples(data_dir: str | pathlib.Path, split: str, *, image_size: int, batch_size: int, seed: int,
                      process_index: int = 0, process_count: int = 1, start_batch: int = 0, audio_frames: int = 8,
-                     audio_window: int = 16, min_gap: int = 60) -> Iterator[dict[str, np.ndarray]]:
+                     audio_window: int = 16, min_gap: int = 60, frontend: speech.Frontend | None = None
+                     ) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process batches (module doc), batch k drawn from (seed, process_index, k)."""
   store = load_store(data_dir, split, image_size=image_size, process_index=process_index,
-                     process_count=process_count)
+                     process_count=process_count, frontend=frontend)
   k = start_batch
   while True:
     rng = np.random.default_rng([seed, process_index, k])
@@ -242,10 +244,10 @@ def talking_examples(data_dir: str | pathlib.Path, split: str, *, image_size: in
 
 
 def fixed_examples(data_dir: str | pathlib.Path, split: str, count: int, *, image_size: int,
-                   audio_frames: int = 8, audio_window: int = 16, min_gap: int = 60, seed: int = 0
-                   ) -> dict[str, np.ndarray]:
+                   audio_frames: int = 8, audio_window: int = 16, min_gap: int = 60, seed: int = 0,
+                   frontend: speech.Frontend | None = None) -> dict[str, np.ndarray]:
   """`count` examples spread evenly over the split's usable frames (evaluation; the same on every process)."""
-  store = load_store(data_dir, split, image_size=image_size)
+  store = load_store(data_dir, split, image_size=image_size, frontend=frontend)
   picks = np.linspace(0, store.num_frames - 1, min(count, store.num_frames)).round().astype(int)
   return make_batch(store, np.random.default_rng(seed), len(picks), audio_frames=audio_frames,
                     audio_window=audio_window, min_gap=min_gap, picks=picks)

@@ -30,6 +30,7 @@ import numpy as np
 from daetalker_jax.data import audio as audio_lib
 from daetalker_jax.data import contract
 from daetalker_jax.data import examples
+from daetalker_jax.data import speech
 from daetalker_jax.inference import difftalk_codec
 from daetalker_jax.inference import face_source
 from daetalker_jax.inference import loading
@@ -110,6 +111,10 @@ class DiffTalkPipeline:
     self.options = o = options
     net, self.config, _ = loading.load_checkpoint(model, '--model', self.tasks)
     self.model = net
+    try:   # the speech front end the model was trained on (a wav2vec2/HuBERT folder must still be there)
+      self.frontend = speech.for_config(self.config)
+    except speech.FrontendError as e:
+      raise GenerateError(f'--model {model}: {e}') from None
     self.codec = difftalk_codec.DiffTalkCodec(net, self.config, steps=o.steps, batch=o.batch)
     self.x_T = self.codec.seed_noise(o.seed)
     size = self.codec.image_size
@@ -145,7 +150,7 @@ class DiffTalkPipeline:
       speech = speech[:n * contract.SAMPLES_PER_FRAME]
     audio = audio_lib.fit_to_frames(speech, n)
     order = source_order(n, len(src))
-    feats = examples.clip_features(audio)
+    feats = examples.clip_features(audio, self.frontend)
     skipped = int((~src.valid[order]).sum())
     info = {'frames_without_face': skipped, 'source_frames': len(src), 'source_order': order}
     self._before_frames(order, feats, info)

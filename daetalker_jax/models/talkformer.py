@@ -56,6 +56,7 @@ class TalkFormerConfig(config_util.Dtypes):
   offset_scale: float = 4.0      # offsets from the reference landmarks are multiplied by this before Fourier
   ref_channels: int = 64         # width of the reference encoder's convolutions
   head_channels: int = 32        # channels per attention head in the TalkFormer blocks
+  concat_reference: bool = False  # also concatenate the reference latent to the UNet input (as DiffTalk does)
   dtype: str = 'float32'
   param_dtype: str = 'float32'
 
@@ -174,8 +175,10 @@ class LandmarkDiffusion(nnx.Module):
     z = first_stage.embed_dim if cfg.space == 'latent' else 3
     if cfg.space == 'latent' and first_stage is None:
       raise ValueError('LandmarkDiffusion: space latent needs config.model.first_stage')
-    if unet.in_channels != 2 * z or unet.out_channels != z:
-      raise ValueError(f'LandmarkDiffusion: the UNet takes [z_t, masked] ({2 * z} channels) and predicts eps ({z}); '
+    inputs = 3 if cfg.concat_reference else 2
+    if unet.in_channels != inputs * z or unet.out_channels != z:
+      what = '[z_t, masked, reference]' if cfg.concat_reference else '[z_t, masked]'
+      raise ValueError(f'LandmarkDiffusion: the UNet takes {what} ({inputs * z} channels) and predicts eps ({z}); '
                        f'got in_channels={unet.in_channels}, out_channels={unet.out_channels}')
     self.cfg = cfg
     self.first_stage = vq.VQModel(first_stage, rngs=rngs) if cfg.space == 'latent' else None
@@ -196,8 +199,10 @@ class LandmarkDiffusion(nnx.Module):
 
   def reference_context(self, reference_z: jax.Array, ref_landmarks: jax.Array) -> dict[str, Any]:
     """What depends only on the reference (computed once per clip by the sampler)."""
-    return {'ref': self.reference_encoder(reference_z),
-            'ref_landmarks': self.tokens(ref_landmarks, ref_landmarks)}
+    out = {'ref': self.reference_encoder(reference_z), 'ref_landmarks': self.tokens(ref_landmarks, ref_landmarks)}
+    if self.cfg.concat_reference:
+      out['ref_z'] = reference_z
+    return out
 
   def condition(self, masked_z: jax.Array, reference: dict[str, Any], landmarks: jax.Array,
                 ref_landmarks: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
@@ -205,7 +210,10 @@ class LandmarkDiffusion(nnx.Module):
     if landmarks.shape[1:] != (68, 2) or ref_landmarks.shape[1:] != (68, 2):
       raise ValueError(f'LandmarkDiffusion: landmarks must be (batch, 68, 2), got {tuple(landmarks.shape)} and '
                        f'{tuple(ref_landmarks.shape)}')
-    return masked_z, {**reference, 'motion': self.tokens(landmarks, ref_landmarks)}
+    context = {**reference, 'motion': self.tokens(landmarks, ref_landmarks)}
+    if self.cfg.concat_reference:   # the reference latent joins the UNet input, beside the masked target
+      masked_z = jnp.concatenate([masked_z, context.pop('ref_z').astype(masked_z.dtype)], axis=-1)
+    return masked_z, context
 
   def sample_condition(self, masked: jax.Array, reference: jax.Array, landmarks: jax.Array,
                        ref_landmarks: jax.Array) -> tuple[jax.Array, dict[str, Any]]:

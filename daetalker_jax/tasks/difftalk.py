@@ -94,8 +94,10 @@ def load_pretrained(config: ml_collections.ConfigDict, model: difftalk.DiffTalk)
 # Data.
 # --------------------------------------------------------------------------------------------------------
 def _example_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  from daetalker_jax.data import speech  # pylint: disable=g-import-not-at-top
   return dict(image_size=int(config.model.first_stage.image_size), audio_frames=int(config.data.audio_frames),
-              audio_window=int(config.data.audio_window), min_gap=int(config.data.min_reference_gap))
+              audio_window=int(config.data.audio_window), min_gap=int(config.data.min_reference_gap),
+              frontend=speech.for_config(config))
 
 
 def require_data_dir(config: ml_collections.ConfigDict) -> None:

@@ -40,7 +40,9 @@ def make_datasets(config: ml_collections.ConfigDict, process_index: int, process
   if not config.data.data_dir:
     raise ValueError('config.data.data_dir is empty: pass --config.data.data_dir=DATA_DIR '
                      '(a folder written by `python -m data_prep.prepare`)')
-  args = dict(image_size=int(config.data.image_size), images=False, **window_args(config))
+  from daetalker_jax.data import speech  # pylint: disable=g-import-not-at-top
+  args = dict(image_size=int(config.data.image_size), images=False, frontend=speech.for_config(config),
+              **window_args(config))
   train_iter = examples.landmark_examples(
       config.data.data_dir, 'train', batch_size=config.batch_size // process_count, seed=config.seed,
       process_index=process_index, process_count=process_count, start_batch=start_step, **args)

@@ -62,6 +62,12 @@ def load_pretrained(config: ml_collections.ConfigDict, model: talkformer.Landmar
     if stage_a.cfg != model.stage_a.cfg:
       raise ValueError(f'config.stage_a_from={config.stage_a_from}: another Stage A shape ({stage_a.cfg} there, '
                        f'{model.stage_a.cfg} in config.model.stage_a)')
+    from daetalker_jax.data import speech  # pylint: disable=g-import-not-at-top
+    theirs, ours = speech.Frontend.from_config(cfg.data), speech.Frontend.from_config(config.data)
+    if theirs != ours:
+      raise ValueError(f'config.stage_a_from={config.stage_a_from}: Stage A was trained on another speech front end '
+                       f'({theirs.kind} {theirs.path} layer {theirs.layer}; here {ours.kind} {ours.path} layer '
+                       f'{ours.layer}): pass the same config.data.frontend / wav2vec2_* settings')
     nnx.update(model.stage_a, nnx.state(stage_a, nnx.Param))
     logging.info('Stage A loaded from %s', config.stage_a_from)
     loaded = True
@@ -73,8 +79,9 @@ def load_pretrained(config: ml_collections.ConfigDict, model: talkformer.Landmar
 
 # --------------------------------------------------------------------------------------------------- data
 def example_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  from daetalker_jax.data import speech  # pylint: disable=g-import-not-at-top
   return dict(image_size=int(config.model.first_stage.image_size), min_gap=int(config.data.min_reference_gap),
-              **landmarks_task.window_args(config))
+              frontend=speech.for_config(config), **landmarks_task.window_args(config))
 
 
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
