@@ -302,7 +302,8 @@ def _main_generic(args) -> int:
     size = pipe.codec.image_size
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     generic.evaluate_clips(pipe, clips, out, say=say, make_source=lambda c: face_source.from_crops(
-        c['images'], c['landmarks'], c['landmarks_valid'], size, c['clip_id']))
+        c['images'], c['landmarks'], c['landmarks_valid'], size, c['clip_id']),
+                           colours=generic.identity_colours_of(args.data))
   except (EvaluateError, inference.GenerateError, OSError) as e:
     print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     return 1

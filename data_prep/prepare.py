@@ -17,7 +17,8 @@ folder is one person), or with `--identity-from file` the source's path under --
 `--split-by clip` (default) draws clips, `--split-by identity` draws whole identities (the fractions are
 then of identities, and val and test get at least one each when their fraction is above 0), so no
 val or test person appears in train. The output folder holds the TFDS dataset plus
-`manifest.json` (per source: frames kept/dropped and why, clips, identity, crop) and `report.json` (fps,
+`manifest.json` (per source: frames kept/dropped and why, clips, identity, crop; for synthface identities their
+true skin, hair and lip colours, `identity_colours`) and `report.json` (fps,
 duration, face coverage, pose range, audio level, identities per split). Audio that ends before the video is padded
 with silence to frames x 640 samples (a longer one is cut), with a warning on stderr and an
 `audio_warning` in the manifest.
@@ -115,6 +116,20 @@ def _sidecar_identity(path: pathlib.Path) -> str | None:
     return str(data.get('identity_name') or f'synth_s{int(data.get("seed", 0))}_id{int(data["identity"]):03d}')
   except (OSError, ValueError, TypeError):
     return None  # a broken sidecar is reported by the annotator that reads it
+
+
+GROUND_TRUTH_COLOURS = ('skin', 'hair', 'lips')   # synthface palette entries kept for identity evaluation
+
+
+def sidecar_colours(path: pathlib.Path) -> dict[str, list[int]] | None:
+  """A synthface identity's true skin, hair and lip colours (RGB) from its sidecar's `identity_params`, or None
+  (no sidecar, or the default look): the ground truth of evaluation/generic.py's identity metrics."""
+  side = pathlib.Path(path).with_suffix('.json')
+  try:
+    palette = json.loads(side.read_text())['identity_params']['palette']
+    return {k: [int(v) for v in palette[k]] for k in GROUND_TRUTH_COLOURS}
+  except (OSError, ValueError, TypeError, KeyError):
+    return None
 
 
 def source_identity(src: pathlib.Path, path: pathlib.Path, identity_from: str = 'folder') -> str:
@@ -620,6 +635,9 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, size: i
                                   max_clip_seconds=max_clip_seconds, min_clip_frames=min_clip_frames,
                                   jpeg_quality=jpeg_quality),
                     identities=split_identities, sources=sources + skipped)
+    colours = {e['identity']: sidecar_colours(pathlib.Path(e['source'])) for e in sources}
+    if any(colours.values()):   # synthface identities: their true colours (evaluation/generic.py)
+      manifest['identity_colours'] = {k: v for k, v in sorted(colours.items()) if v}
     (tmp / 'manifest.json').write_text(json.dumps(manifest, indent=1))
     (tmp / 'report.json').write_text(json.dumps(report, indent=1))
   return report

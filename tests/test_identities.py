@@ -221,6 +221,33 @@ def test_prepare_splits_by_identity(videos, prepared):
   assert b['image'].shape == (4, 32, 32, 3) and b['mouth_valid'].all()                    # records as before
 
 
+def test_manifest_keeps_true_colours_and_identity_metrics_read_them(videos, prepared):
+  """prepare keeps each synthface identity's true skin/hair/lip colours; evaluation/generic.identity_truth reads
+  the real frames close to them, and a generated face in another person's colours far from them."""
+  from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
+  out, _ = prepared
+  colours = generic.identity_colours_of(str(out))
+  assert set(colours) == {f'synth_s0_id{k:03d}' for k in range(N_IDS)}
+  assert colours['synth_s0_id003'] == {k: render.draw_identity(0, 3)['palette'][k] for k in ('skin', 'hair', 'lips')}
+  clips = [c for s in dataset.SPLITS for c in dataset.iterate_clips(out, s)]
+  a = next(c for c in clips if c['identity'] == 'synth_s0_id000')
+  b = next(c for c in clips if c['identity'] == 'synth_s0_id003')
+  lm = a['landmarks'] / a['images'].shape[1]
+  same = generic.identity_truth(a['images'], a['images'], a['landmarks'], colours['synth_s0_id000'])
+  for part, shown in (('skin', 0.9), ('lips', 0.5)):   # 32-px frames: the lower lip is a few pixels thick
+    assert same[f'identity_{part}_frames'] > shown, same
+    assert same[f'identity_{part}'] == same[f'identity_{part}_real'] < 25, same
+  # Another person's frames in place of the generated ones (same size and pose range): far from the truth.
+  n = min(len(a['images']), len(b['images']))
+  other = generic.identity_truth(b['images'][:n], a['images'][:n], a['landmarks'][:n], colours['synth_s0_id000'])
+  assert other['identity_skin'] > same['identity_skin'] + 15, (other, same)
+  # clip_metrics adds them when the colours are known (landmarks as fractions there), and only then.
+  audio = a['audio'][:n * 640]
+  m = generic.clip_metrics(a['images'][:n], a['images'][:n], lm[:n], audio, colours['synth_s0_id000'])
+  assert m['identity_skin'] == pytest.approx(same['identity_skin'], abs=5)
+  assert 'identity_skin' not in generic.clip_metrics(a['images'][:n], a['images'][:n], lm[:n], audio)
+
+
 def test_identity_split_needs_enough_identities(tmp_path, capsys):
   src = tmp_path / 'src'
   for person in ('ann', 'bob'):

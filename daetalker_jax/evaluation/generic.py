@@ -7,12 +7,20 @@ the real ones:
   - PSNR / SSIM over the frame and PSNR over the mouth box (landmarks 48-67);
   - the jitter ratio (frame-to-frame change, generated / real);
   - identity colours: the mean RGB distance between generated and real frames at fixed face points (cheeks,
-    upper and lower lip) located by the clip's landmarks; the real frames are the person's ground truth.
+    upper and lower lip) located by the clip's landmarks;
+  - identity preservation against the ground truth (synthface identities, whose true skin, hair and lip
+    colours `prepare` keeps in manifest.json): `identity_<part>` is the mean RGB distance (0-441) of the
+    generated frames to the true colour at the part's points, over the frames where the real frame shows that
+    colour there (within 30: hair can be out of the crop, a cheek can be blushed); `identity_<part>_real` is the
+    same for the real frames (the floor: compression and blending) and `identity_<part>_frames` the share of
+    frames scored. Skin: the forehead and both cheeks; hair: above the brows (0.65 of chin→nose-bridge beyond the
+    nose bridge, clipped into the crop); lips: the lower lip.
 Results: a JSON file (per clip and frame-weighted means) and `mouths_<clip_id>.png` per clip beside it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -27,6 +35,60 @@ from daetalker_jax.evaluation import report
 
 # Face points where identity colours are read: (name, landmark a, landmark b) -> the midpoint of a and b.
 COLOUR_POINTS = (('cheek_left', 4, 48), ('cheek_right', 12, 54), ('upper_lip', 51, 62), ('lower_lip', 57, 66))
+
+
+# Ground-truth identity points: (part, function of the (68, 2) landmarks in pixels -> (P, 2) points).
+_UP = lambda p: p[27] - p[8]                      # chin -> nose bridge
+TRUTH_POINTS = {
+    'skin': lambda p: np.stack([p[27] + 0.2 * _UP(p), (p[4] + p[48]) / 2, (p[12] + p[54]) / 2]),
+    'hair': lambda p: (p[27] + 0.65 * _UP(p))[None],
+    'lips': lambda p: ((p[57] + p[66]) / 2)[None],
+}
+TRUTH_VISIBLE = 30.0   # a real frame shows the part where it is within this RGB distance of the true colour
+
+
+def identity_truth(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray,
+                   colours: dict[str, Any], radius: int = 1) -> dict[str, float]:
+  """Generated (and real) colour vs a synthface identity's true colours (module doc); landmarks are pixels."""
+  size = real.shape[1]
+  out = {}
+  for part, points in TRUTH_POINTS.items():
+    if part not in colours:
+      continue
+    truth = np.asarray(colours[part], np.float64)
+    gen_d, real_d, frames = [], [], 0
+    for g, r, p in zip(generated, real, landmarks):
+      shown = False
+      for x, y in np.round(points(np.asarray(p, np.float64))).astype(int).clip(radius, size - 1 - radius):
+        patch = lambda im: im[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 3).astype(
+            np.float64).mean(0)
+        dr = np.linalg.norm(patch(r) - truth)
+        if dr < TRUTH_VISIBLE:
+          real_d.append(dr)
+          gen_d.append(np.linalg.norm(patch(g) - truth))
+          shown = True
+      frames += shown
+    out[f'identity_{part}'] = float(np.mean(gen_d)) if gen_d else float('nan')
+    out[f'identity_{part}_real'] = float(np.mean(real_d)) if real_d else float('nan')
+    out[f'identity_{part}_frames'] = frames / max(len(real), 1)
+  return out
+
+
+def truth_line(m: dict[str, float]) -> str:
+  """'identity vs the true colours: skin 6 (real 4), ...' from a metrics dict with identity_* entries."""
+  parts = [f"{p} {m[f'identity_{p}']:.0f} (real {m[f'identity_{p}_real']:.0f})" for p in TRUTH_POINTS
+           if f'identity_{p}' in m and np.isfinite(m[f'identity_{p}'])]
+  return 'identity vs the true colours, RGB distance: ' + ', '.join(parts)
+
+
+def identity_colours_of(data_dir: str) -> dict[str, dict[str, Any]]:
+  """The true colours per identity that `prepare` kept for synthface identities ({} for other data)."""
+  path = os.path.join(data_dir, 'manifest.json')
+  try:
+    with open(path) as f:
+      return json.load(f).get('identity_colours', {})
+  except (OSError, ValueError):
+    return {}
 
 
 def mouth_box_psnr(generated: np.ndarray, real: np.ndarray, boxes: np.ndarray) -> float:
@@ -57,8 +119,9 @@ def identity_colours(generated: np.ndarray, real: np.ndarray, landmarks: np.ndar
   return out
 
 
-def clip_metrics(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray, audio: np.ndarray
-                 ) -> dict[str, Any]:
+def clip_metrics(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray, audio: np.ndarray,
+                 colours: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Every metric of one clip (module doc); `colours`: the identity's true colours, when known."""
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', RuntimeWarning)
     m = mouth_metrics.strict_mouth_metrics(generated, real, audio)
@@ -66,12 +129,26 @@ def clip_metrics(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray,
            psnr_mouth=mouth_box_psnr(generated, real, np.concatenate([landmarks[:, 48:68].min(1),
                                                                       landmarks[:, 48:68].max(1)], axis=1)),
            jitter_ratio=image_metrics.jitter_ratio(generated, real), **identity_colours(generated, real, landmarks))
+  if colours:
+    m.update(identity_truth(generated, real, np.asarray(landmarks) * real.shape[1], colours))
   return m
 
 
+def summarise(per_clip: list[dict[str, Any]]) -> dict[str, float]:
+  """The frame-weighted mean of every number of the per-clip dicts (`num_frames` each), NaNs left out."""
+  keys = [k for k, v in per_clip[0].items() if isinstance(v, (int, float)) and k not in ('num_frames', 'seconds')]
+  weights = np.array([c['num_frames'] for c in per_clip], np.float64)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)
+    return {k: float(np.nansum([c[k] * w for c, w in zip(per_clip, weights)]) /
+                     max(np.sum(weights[[np.isfinite(c[k]) for c in per_clip]]), 1e-9))
+            for k in keys if all(k in c for c in per_clip)}
+
+
 def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_source: Callable,
-                   say: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs `pipeline` (with set_source) on every clip; writes `out` (JSON) and the mouth strips."""
+                   say: Callable[[str], None] = print, colours: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Runs `pipeline` (with set_source) on every clip; writes `out` (JSON) and the mouth strips. `colours`:
+  true colours per identity (`identity_colours_of(data_dir)`) for the ground-truth identity metrics."""
   per_clip, t_start = [], time.perf_counter()
   for clip in clips:
     t0 = time.perf_counter()
@@ -82,7 +159,7 @@ def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_
     generated = np.concatenate(list(video.frames))
     order = video.info['source_order']
     real, lms = source.crops[order], source.landmarks[order]
-    m = clip_metrics(generated, real, lms, audio[:len(generated) * 640])
+    m = clip_metrics(generated, real, lms, audio[:len(generated) * 640], (colours or {}).get(clip.get('identity', '')))
     strip = os.path.join(os.path.dirname(os.path.abspath(out)), f"mouths_{clip['clip_id']}.png")
     mouth_metrics.save_mouth_strip(strip, generated, real)
     # Landmark diffusion's track scores (LMD, opening r, landmark jitter), when the pipeline has them.
@@ -94,12 +171,8 @@ def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_
     say(f"  {clip['clip_id']} ({m['identity'] or 'no identity'}): strict r {m['strict_r']:.2f}, recall "
         f"{m['open_recall']:.2f}, amplitude {m['amplitude_ratio']:.2f}, PSNR {m['psnr']:.1f} dB, "
         f"{m['seconds']:.1f} s")
-  keys = [k for k, v in per_clip[0].items() if isinstance(v, (int, float)) and k not in ('num_frames', 'seconds')]
+  summary = summarise(per_clip)
   weights = np.array([c['num_frames'] for c in per_clip], np.float64)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', RuntimeWarning)
-    summary = {k: float(np.nansum([c[k] * w for c, w in zip(per_clip, weights)]) /
-                        max(np.sum(weights[[np.isfinite(c[k]) for c in per_clip]]), 1e-9)) for k in keys}
   results = {'method': pipeline.method, 'num_clips': len(per_clip), 'num_frames': int(weights.sum()),
              'identities': sorted({c['identity'] for c in per_clip}), 'summary': summary, 'clips': per_clip,
              'timing': {'total_s': time.perf_counter() - t_start,
@@ -108,5 +181,7 @@ def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_
   say(f"mean over {len(per_clip)} clips: strict r {summary['strict_r']:.3f}, recall {summary['open_recall']:.2f}, "
       f"amplitude {summary['amplitude_ratio']:.2f}, closed in silence {summary['closed_in_silence']:.2f}, "
       f"PSNR {summary['psnr']:.2f} dB (mouth {summary['psnr_mouth']:.2f}), SSIM {summary['ssim']:.3f}")
+  if 'identity_skin' in summary:
+    say(truth_line(summary))
   say(f'wrote {out}')
   return results
