@@ -82,17 +82,13 @@ def score_heldout(pipe, first: dict, clips: list[dict], out: pathlib.Path, colou
   frame-weighted mean over all of them with the per-clip metrics; writes out/heldout.json."""
   from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
   from daetalker_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.inference import face_source  # pylint: disable=g-import-not-at-top
   path = out / 'heldout.json'
   head = {k: v for k, v in first.items() if isinstance(v, (int, float, str))}
   head['num_frames'] = head.pop('frames')
   per_clip = [head]
   if len(clips) > 1:
-    size = pipe.codec.image_size
     per_clip_lines = lambda line: print(line) if line.startswith('  ') else None   # the mean is the summary's
-    rest = generic.evaluate_clips(pipe, clips[1:], str(path), say=per_clip_lines, colours=colours,
-                                  make_source=lambda c: face_source.from_crops(
-                                      c['images'], c['landmarks'], c['landmarks_valid'], size, c['clip_id']))
+    rest = generic.evaluate_clips(pipe, clips[1:], str(path), say=per_clip_lines, colours=colours)
     per_clip += rest['clips']
   res = dict(generic.summarise(per_clip), num_clips=len(per_clip), num_frames=sum(c['num_frames'] for c in per_clip),
              clips=[c['clip_id'] for c in per_clip])

@@ -286,7 +286,6 @@ def _main_generic(args) -> int:
   scored (evaluation/generic.py)."""
   from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
   from daetalker_jax.inference import difftalk_pipeline as dtp  # pylint: disable=g-import-not-at-top
-  from daetalker_jax.inference import face_source  # pylint: disable=g-import-not-at-top
   out = args.out if args.out.endswith('.json') else os.path.join(args.out, 'results.json')   # a folder
   say = (lambda *a: None) if args.quiet else print
   try:
@@ -299,11 +298,8 @@ def _main_generic(args) -> int:
       pipe = inference.LandmarkPipeline(args.model, inference.LandmarkOptions(**common))
     else:
       pipe = dtp.DiffTalkPipeline(args.model, dtp.DiffTalkOptions(**common))
-    size = pipe.codec.image_size
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    generic.evaluate_clips(pipe, clips, out, say=say, make_source=lambda c: face_source.from_crops(
-        c['images'], c['landmarks'], c['landmarks_valid'], size, c['clip_id']),
-                           colours=generic.identity_colours_of(args.data))
+    generic.evaluate_clips(pipe, clips, out, say=say, colours=generic.identity_colours_of(args.data))
   except (EvaluateError, inference.GenerateError, OSError) as e:
     print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     return 1

@@ -47,6 +47,11 @@ TRUTH_POINTS = {
 TRUTH_VISIBLE = 30.0   # a real frame shows the part where it is within this RGB distance of the true colour
 
 
+def _patch_mean(im: np.ndarray, x: int, y: int, radius: int) -> np.ndarray:
+  """Mean RGB of the (2r+1)² patch of `im` centred on (x, y)."""
+  return im[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 3).astype(np.float64).mean(0)
+
+
 def identity_truth(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray,
                    colours: dict[str, Any], radius: int = 1) -> dict[str, float]:
   """Generated (and real) colour vs a synthface identity's true colours (module doc); landmarks are pixels."""
@@ -60,12 +65,10 @@ def identity_truth(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarra
     for g, r, p in zip(generated, real, landmarks):
       shown = False
       for x, y in np.round(points(np.asarray(p, np.float64))).astype(int).clip(radius, size - 1 - radius):
-        patch = lambda im: im[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 3).astype(
-            np.float64).mean(0)
-        dr = np.linalg.norm(patch(r) - truth)
+        dr = np.linalg.norm(_patch_mean(r, x, y, radius) - truth)
         if dr < TRUTH_VISIBLE:
           real_d.append(dr)
-          gen_d.append(np.linalg.norm(patch(g) - truth))
+          gen_d.append(np.linalg.norm(_patch_mean(g, x, y, radius) - truth))
           shown = True
       frames += shown
     out[f'identity_{part}'] = float(np.mean(gen_d)) if gen_d else float('nan')
@@ -112,9 +115,7 @@ def identity_colours(generated: np.ndarray, real: np.ndarray, landmarks: np.ndar
     d = []
     for g, r, p in zip(generated, real, landmarks):
       x, y = np.round((p[a] + p[b]) / 2 * size).astype(int).clip(radius, size - 1 - radius)
-      pg = g[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 3).astype(np.float64).mean(0)
-      pr = r[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 3).astype(np.float64).mean(0)
-      d.append(np.linalg.norm(pg - pr))
+      d.append(np.linalg.norm(_patch_mean(g, x, y, radius) - _patch_mean(r, x, y, radius)))
     out[f'colour_{name}'] = float(np.mean(d))
   return out
 
@@ -145,10 +146,16 @@ def summarise(per_clip: list[dict[str, Any]]) -> dict[str, float]:
             for k in keys if all(k in c for c in per_clip)}
 
 
-def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_source: Callable,
+def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_source: Callable | None = None,
                    say: Callable[[str], None] = print, colours: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Runs `pipeline` (with set_source) on every clip; writes `out` (JSON) and the mouth strips. `colours`:
-  true colours per identity (`identity_colours_of(data_dir)`) for the ground-truth identity metrics."""
+  """Runs `pipeline` (with set_source) on every clip; writes `out` (JSON) and the mouth strips. `make_source`:
+  clip -> FaceSource (default: the clip's own crops at the pipeline's size). `colours`: true colours per identity
+  (`identity_colours_of(data_dir)`) for the ground-truth identity metrics."""
+  if make_source is None:
+    from daetalker_jax.inference import face_source  # pylint: disable=g-import-not-at-top
+    size = pipeline.codec.image_size
+    make_source = lambda c: face_source.from_crops(c['images'], c['landmarks'], c['landmarks_valid'], size,
+                                                   c['clip_id'])
   per_clip, t_start = [], time.perf_counter()
   for clip in clips:
     t0 = time.perf_counter()
