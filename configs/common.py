@@ -53,7 +53,7 @@ def add_cadence(config: ml_collections.ConfigDict, *, small: bool, eval_every_st
   config.log_every_steps = 10 if small else 100          # metrics to TensorBoard / log
   config.checkpoint_every_steps = 100 if small else 5_000  # orbax save period
   config.keep_checkpoints = 3               # checkpoints kept
-  config.eval_every_steps = eval_every_steps  # task.evaluate period
+  config.eval_every_steps = eval_every_steps  # task.evaluate period (and at the last step); 0: never
 
 
 def add_speech_frontend(data: ml_collections.ConfigDict, args: Mapping[str, str], *, where: str) -> int:

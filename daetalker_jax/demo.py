@@ -121,12 +121,16 @@ def _config(config_module, variant: str, overrides: dict[str, str]):
   return _apply_overrides(config_module.get_config(f'variant={variant}'), overrides)
 
 
-def _train(config, data_dir: pathlib.Path, workdir: pathlib.Path, steps: int, batch_size: int | None) -> None:
+def _train(config, data_dir: pathlib.Path, workdir: pathlib.Path, steps: int, batch_size: int | None, *,
+           evaluate: bool = True) -> None:
+  """Trains `steps` steps in `workdir`: one checkpoint and (`evaluate`) one evaluation, at the end. The
+  generic demos skip the end-of-training evaluation of their diffusion stages (20-40 s of sampling each): they
+  score every held-out clip right after."""
   from daetalker_jax import train  # pylint: disable=g-import-not-at-top
   config.data.data_dir = str(data_dir)
   config.num_train_steps = steps
   config.checkpoint_every_steps = steps
-  config.eval_every_steps = steps
+  config.eval_every_steps = steps if evaluate else 0
   config.log_every_steps = max(1, steps // 10)
   config.optim.warmup_steps = min(config.optim.warmup_steps, max(1, steps // 10))
   if batch_size:
@@ -311,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--set', action='append', default=[], metavar='STAGE.FIELD=VALUE',
                  help='override a config field, e.g. --set dae.loss.mouth_weight=8 --set s2l.optim.learning_rate=1e-3')
   p.add_argument('--batch-size', type=int, default=0, help='training batch override (0: config default)')
+  p.add_argument('--ablation', action='store_true',
+                 help='--method landmark: also dub the first held-out clip with the two stages trained apart')
   p.add_argument('--verbose', action='store_true', help='library INFO logs on stderr too (always in OUT/log.txt)')
   args = p.parse_args(argv)
+  if args.ablation and args.method != 'landmark':
+    p.error('--ablation is for --method landmark')
   if args.method in ('difftalk', 'landmark'):
     return _main_generic(args, p)
   args.out = args.out or 'runs/demo'
@@ -366,6 +374,8 @@ def _main_generic(args, parser) -> int:
   for k in ('clips', 'seconds', 'sample_steps'):
     if getattr(args, k) is not None:
       settings[k] = getattr(args, k)
+  if args.ablation:
+    settings['ablation'] = True
   try:
     res = module.run(args.out, **settings, **{k: overrides[s] for k, s in zip(keys, stages)})
   except DemoError as e:

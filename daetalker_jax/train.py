@@ -354,7 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           log_due = done % config.log_every_steps == 0 or done == total
           stopping = stop.requested(sync_point=log_due)
           ckpt_due = done % config.checkpoint_every_steps == 0 or done == total or stopping
-          eval_due = (done % config.eval_every_steps == 0 or done == total) and not stopping
+          eval_due = (config.eval_every_steps > 0 and (done % config.eval_every_steps == 0 or done == total)
+                      and not stopping)
           if not (log_due or ckpt_due or eval_due):
             continue
           # Host sync: fetch metrics and raise on NaN/Inf *before* any checkpoint of this state.

@@ -91,7 +91,7 @@ def trained(tiny_dataset, tmp_path_factory):
   cfg = ae_config.get_config('variant=tiny')
   cfg.data.data_dir = str(tiny_dataset)
   cfg.num_train_steps = cfg.checkpoint_every_steps = 2
-  cfg.eval_every_steps, cfg.log_every_steps = 1000, 1
+  cfg.eval_every_steps, cfg.log_every_steps = 0, 1      # 0: no evaluation
   train.train_and_evaluate(cfg, str(ae_dir))
   cfg = dt_config.get_config('variant=tiny')
   cfg.data.data_dir, cfg.first_stage = str(tiny_dataset), str(ae_dir)
@@ -112,6 +112,7 @@ def test_training_keeps_the_first_stage_frozen(trained):
     jax.tree.map(check, nnx.state(model.first_stage, nnx.Param), nnx.state(ae, nnx.Param))
   assert config.task == 'difftalk'
   assert list((dt_dir / 'samples').glob('step_*.png'))
+  assert not (ae_dir / 'recon').exists()      # eval_every_steps=0: no evaluation, not even at the last step
 
 
 def test_missing_first_stage_is_one_clear_error(tmp_path):
