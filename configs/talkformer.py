@@ -9,7 +9,8 @@ Run (after the autoencoder, configs/autoencoder.py, and Stage A, configs/landmar
 both, the diffusion loss reaching Stage A through the predicted landmarks (config.loss.e2e_weight) beside
 Stage A's own landmark loss (config.loss.landmark_weight).
 Variants: `tiny` (CPU tests: 32 px, f2), `demo` (CPU demo: 64 px, f4 -> 16x16x3 latents), `full` (256 px, VQ-f4 ->
-64x64x3 latents, TalkFormer blocks at 32², 16², 8² and the middle).
+64x64x3 latents, TalkFormer blocks at 32², 16², 8² and the middle). `concat_reference=1` also feeds the reference
+latent to the UNet input (the default of `demo` only; `concat_reference=0` turns it off).
 Speech front end (data/speech.py; Stage A's, the same as in its landmarks workdir): `frontend=logmel` (default)
 or `frontend=wav2vec2` with --config.data.wav2vec2_path=/models/hubert-base-ls960 (a local Hugging Face wav2vec2 or
 HuBERT folder; audio_dim 768 for base models, set --config.model...audio_dim=1024 for large ones).
@@ -65,8 +66,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.first_stage = ml_collections.ConfigDict(first.to_dict())
   config.model.stage_a = ml_collections.ConfigDict(stage_a.model.stage_a.to_dict())
   # space: latent (a frozen VQ first stage; the default) | pixel (denoise the image itself, no autoencoder).
-  # concat_reference: the reference latent also joins the UNet input (DiffTalk's way), beside the warping attention.
-  config.model.talkformer = ml_collections.ConfigDict(dict(space='latent', offset_scale=4.0, concat_reference=False,
+  # concat_reference: the reference latent also joins the UNet input (DiffTalk's way), beside the warping attention;
+  # on for the CPU demo (docs/RESULTS.md, landmark renderer table: 700 renderer steps, r 0.39 -> 0.65, closed in
+  # silence 0.01 -> 0.62, mouth-box PSNR +2.7 dB). `concat_reference=0|1` sets it for any variant.
+  concat = common.choose(args.get('concat_reference', '1' if variant == 'demo' else '0'), ('0', '1'),
+                         what='concat_reference', where='configs/talkformer.py') == '1'
+  config.model.talkformer = ml_collections.ConfigDict(dict(space='latent', offset_scale=4.0, concat_reference=concat,
                                                            **_TALKFORMER[variant]))
   z, factor = first.embed_dim, 2 ** (len(first.ch_mult) - 1)
   inputs = 3 if config.model.talkformer.concat_reference else 2    # [z_t, masked(, reference)]
@@ -84,7 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion.sample_steps = 20 if small else 200
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.mouth_weight = 1.0            # weight of the mouth box's latent pixels (1: plain eps MSE)
+  # Weight of the mouth box's latent pixels (1: plain eps MSE); the CPU demo takes DiffTalk's demo weight, 5
+  # (configs/difftalk.py).
+  config.loss.mouth_weight = 5.0 if variant == 'demo' else 1.0
   config.loss.mouth_margin = 0.25
   config.loss.end_to_end = stage == 'e2e'   # the renderer sees Stage A's landmarks, and its loss reaches Stage A
   config.loss.e2e_weight = 1.0              # factor on the diffusion gradient that reaches Stage A
