@@ -141,6 +141,14 @@ def test_concat_reference_joins_the_unet_input():
   cfg.model.talkformer.concat_reference = True                        # in_channels left at 2 z
   with pytest.raises(ValueError, match=r'takes \[z_t, masked, reference\] \(\d+ channels\)'):
     talkformer.build(cfg, rngs=nnx.Rngs(0))
+  # The config argument sizes the UNet with the layout: on for the CPU demo, off elsewhere, either way by choice.
+  for arg, concat in (('variant=demo', True), ('variant=demo,concat_reference=0', False), ('variant=full', False),
+                      ('variant=tiny,concat_reference=1', True)):
+    cfg = tf_config.get_config(arg)
+    z = cfg.model.unet.out_channels
+    assert (cfg.model.talkformer.concat_reference, cfg.model.unet.in_channels) == (concat, (3 if concat else 2) * z)
+  with pytest.raises(ValueError, match="unknown concat_reference 'yes'"):
+    tf_config.get_config('variant=demo,concat_reference=yes')
 
 
 def test_published_shapes():
