@@ -69,6 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # pure noise to a dark, noisy face (PSNR ~12 dB), a v model to a clean one (~21 dB); see diffusion.py.
   config.diffusion.prediction = 'v' if variant == 'demo' else 'eps'
   config.diffusion.sample_steps = 20 if not small else 10   # DDIM steps for eval / sample grids
+  # Generation's mean-latent guidance (diffusion.guided_eps_fn; generate --guidance overrides; the training
+  # eval decodes unguided). The demo's 2: docs/RESULTS.md, ablation
+  # row "mean-latent guidance 2": the demo's models, predicted latents, recall 0.08 -> 1.00, amplitude 0.32 -> 0.64.
+  config.diffusion.guidance = 2.0 if variant == 'demo' else 1.0
 
   # Loss weighting (tasks/dae.loss_fn). Defaults are diffae's plain mean over pixels and timesteps.
   config.loss = ml_collections.ConfigDict()

@@ -64,6 +64,15 @@ def _plain(block) -> object:
   return json.loads(json.dumps(block.to_dict() if hasattr(block, 'to_dict') else block))  # tuples -> lists
 
 
+# Config fields that only change sampling, not the trained weights: a checkpoint is reused across them.
+_SAMPLING_ONLY = {'diffusion': ('guidance',)}
+
+
+def _trained(block: str, config) -> object:
+  plain = _plain(config[block])
+  return {k: v for k, v in plain.items() if k not in _SAMPLING_ONLY.get(block, ())}
+
+
 def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
   """Whether `workdir` holds a checkpoint of at least `steps` steps; with `want` (the config the demo
   would train), also that its model/diffusion settings are those, so a stale folder is not reused."""
@@ -78,7 +87,7 @@ def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
     if want is not None:
       got = checkpoint.config_from_meta(ckpt.restore_meta(latest))
       for block in ('model', 'diffusion', 'loss'):   # (a checkpoint older than a block has its defaults)
-        if block in want and block in got and _plain(got[block]) != _plain(want[block]):
+        if block in want and block in got and _trained(block, got) != _trained(block, want):
           raise DemoError(f'{workdir} holds a model trained with other {block} settings than '
                           f'{want.variant!r} now uses; delete it (or pass another --out) to retrain')
     return True
@@ -165,7 +174,7 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
              dae_steps: int = 500, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
              batch_size: int | None = None, seed: int = 0, noise: str = 'seed:0', pose: str = 'predicted',
              dae_overrides: dict[str, str] | None = None, s2l_overrides: dict[str, str] | None = None,
-             crop: str = 'none') -> dict:
+             crop: str = 'none', guidance: float | None = None) -> dict:
   """Runs every stage into `out`; returns paths, timings and the lip-sync metrics (strict first, soft r).
 
   The held-out clip's video is generated from its audio alone: pose 'predicted' (the pose adaptor's own
@@ -214,7 +223,7 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   frames: list[np.ndarray] = []
   if noise == 'invert':   # DDIM-invert a closed-mouth, frontal training frame: one shared x_T
     noise = 'invert:{}:{}'.format(*neutral_frame(data))
-  opts = generate.Options(steps=sample_steps, noise=noise, data_dir=str(data), batch=16,
+  opts = generate.Options(steps=sample_steps, guidance=guidance, noise=noise, data_dir=str(data), batch=16,
                           pose=f'reference:{clip_id}' if pose == 'reference' else pose)
   t0 = time.perf_counter()
   summary = generate.generate(str(wav), str(dae_dir), str(s2l_dir), str(generated_path), opts,
@@ -244,6 +253,7 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
                 lip_sync_r_best_lag=m['lip_sync_r_best_lag'],
                 mouth_closed_in_silence=m['mouth_closed_in_silence'],
                 mouth_closed_in_silence_real=m['mouth_closed_in_silence_real'], psnr_db=m['psnr'],
+                guidance=summary['guidance'],
                 ssim=m['ssim'], generate_fps=summary['fps'], total_s=time.perf_counter() - t_start,
                 timings=timings)
   return result
@@ -261,7 +271,8 @@ def _summary(res: dict) -> str:
       f'[demo] teeth recall: {res["teeth_recall"]:.2f} of {res["num_teeth_frames"]} frames with real teeth; '
       f'closed in silence (strict): {res["strict_closed_in_silence"]:.2f} of the silent frames '
       f'(real video: {res["strict_closed_in_silence_real"]:.2f})',
-      f'[demo] PSNR {res["psnr_db"]:.2f} dB, SSIM {res["ssim"]:.3f} (generated vs real frames)',
+      f'[demo] PSNR {res["psnr_db"]:.2f} dB, SSIM {res["ssim"]:.3f} (generated vs real frames; mean-latent '
+      f'guidance {res["guidance"]:g})',
       f'[demo] soft r (secondary): {res["mouth_open_pearson_r"]:.3f} (colour windows, a smear counts as '
       f'half open; best lag {res["lip_sync_lag"]:+d}: r {res["lip_sync_r_best_lag"]:.3f}); soft closed in '
       f'silence (secondary) {res["mouth_closed_in_silence"]:.2f} (real {res["mouth_closed_in_silence_real"]:.2f})',
@@ -305,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--s2l-variant', default='demo', help='configs/s2l.py variant (default demo)')
   p.add_argument('--s2l-steps', type=int, help='speech2latent training steps (preset: 300)')
   p.add_argument('--sample-steps', type=int, help='DDIM steps for generation (preset: 10)')
+  p.add_argument('--guidance', type=float, default=None,
+                 help="mean-latent guidance scale of generation (default: the DAE config's diffusion.guidance)")
   p.add_argument('--noise', default='seed:0',
                  help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a closed-mouth, frontal training frame)")
   p.add_argument('--crop', default=None, help="face crops: 'none' (the whole frame) or 'face' (a box around the "
@@ -338,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                    dae_variant=args.dae_variant, dae_steps=args.dae_steps, s2l_variant=args.s2l_variant,
                    s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, batch_size=args.batch_size or None,
                    noise=args.noise, pose=args.pose, dae_overrides=overrides['dae'], s2l_overrides=overrides['s2l'],
-                   crop=args.crop)
+                   crop=args.crop, guidance=args.guidance)
   except DemoError as e:
     print(f'[demo] error: {e}', file=sys.stderr)
     return 2
@@ -350,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
   print(f'[demo] total {res["total_s"] / 60:.1f} min')
   settings = dict(preset=args.preset, clips=args.clips, seconds=args.seconds, dae_steps=args.dae_steps,
                   s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, crop=args.crop, noise=args.noise,
-                  pose=args.pose, set=args.set)
+                  pose=args.pose, set=args.set, guidance=res['guidance'])
   (pathlib.Path(args.out) / 'summary.json').write_text(json.dumps({**settings, **res}, indent=1, default=float) + '\n')
   return 0
 

@@ -76,7 +76,7 @@ def generate_with(method: str, audio_path: str, out_path: str, pipeline_kwargs: 
   wall = time.perf_counter() - t0
   return dict(out=str(out_path), frames=written, seconds=written / contract.FPS, wall_s=wall,
               fps=written / wall if wall > 0 else float('inf'), compiles=pipeline.num_compiles(),
-              frames_without_face=int(video.info.get('frames_without_face', 0)))
+              frames_without_face=int(video.info.get('frames_without_face', 0)), guidance=video.info.get('guidance'))
 
 
 def generate_frames(audio_path: str, dae_dir: str, s2l_dir: str, opts: Options = Options(),
@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
   g = p.add_argument_group('dae_talker (person-specific)')
   g.add_argument('--dae', default='', help='DAE training workdir (task dae)')
   g.add_argument('--s2l', default='', help='speech2latent training workdir (task s2l)')
+  g.add_argument('--guidance', type=float, default=None,
+                 help="mean-latent guidance scale: 1 = off, 2 = each frame's latent counts twice its distance "
+                      "from the average face (default: the DAE config's diffusion.guidance); doubles the UNet calls")
   p.add_argument('--noise', default='seed:0', help='shared x_T: seed:N or invert:CLIP_ID:FRAME (needs --data)')
   p.add_argument('--pose', default='predicted', help=pose_lib.POSE_CHOICES + ' (degrees)')
   p.add_argument('--pose-scale', type=float, default=1.0, help='multiplies the head pose (default 1)')
@@ -147,7 +150,8 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(model=args.model, options=opts)
   if not args.dae or not args.s2l:
     raise GenerateError('--method dae_talker needs --dae DAE_WORKDIR and --s2l S2L_WORKDIR')
-  opts = Options(steps=20 if args.steps is None else args.steps, noise=args.noise, pose=args.pose,
+  opts = Options(steps=20 if args.steps is None else args.steps, guidance=args.guidance, noise=args.noise,
+                 pose=args.pose,
                  pose_scale=args.pose_scale,
                  smooth=args.smooth or 0.0, batch=args.batch, bf16=args.bf16, data_dir=args.data,
                  paste_back=args.paste_back, chunk_frames=int(round(args.chunk_seconds * contract.FPS)),

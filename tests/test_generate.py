@@ -109,6 +109,23 @@ def test_batch_size_does_not_change_frames_and_compiles_once(models, speech):
   assert np.abs(np.diff(a, axis=0)).mean() > 1.0
 
 
+def test_guidance_comes_from_the_dae_config_unless_given(models, speech):
+  """--guidance overrides the DAE config's diffusion.guidance (absent in this checkpoint: 1 = off); the
+  guide is the s2l checkpoint's mean latent."""
+  plain = inference.DAETalkerPipeline(models['dae'], models['s2l'], _opts())
+  assert plain.guidance == 1.0 and plain.codec.guidance == 1.0
+  guided = inference.DAETalkerPipeline(models['dae'], models['s2l'], _opts(guidance=2.0))
+  assert guided.codec.guidance == 2.0
+  audio = loading.load_speech(speech['one'])
+  a = np.concatenate(list(plain(audio).frames)).astype(int)
+  b = np.concatenate(list(guided(audio).frames)).astype(int)
+  assert a.shape == b.shape and np.abs(a - b).mean() > 1.0
+  # The mean latent itself decodes the same either way: guidance only moves frames away from it.
+  mean = np.asarray(models['stats']['latent_mean'], np.float32)[None]
+  x_T = plain.x_T
+  assert np.abs(guided.codec.decode(mean, x_T).astype(int) - plain.codec.decode(mean, x_T)).max() <= 1
+
+
 def test_batch_is_rounded_to_the_device_count(models, speech):
   pipeline = inference.load_pipeline('dae_talker', dae=models['dae'], s2l=models['s2l'], options=_opts(batch=3))
   assert jax.device_count() == 8 and pipeline.codec.batch == 8
@@ -274,6 +291,7 @@ def _bad_inputs(tmp: pathlib.Path, speech: dict, models: dict, dataset_dir: str)
       'unknown clip': (dict(good, extra=['--pose', 'reference:no_such_clip', '--data', dataset_dir]),
                        "no clip 'no_such_clip'"),
       'bad steps': (dict(good, extra=['--steps', '999']), '--steps=999: ddim_timesteps'),
+      'bad guidance': (dict(good, extra=['--guidance', '0']), '--guidance=0.0: must be in (0, 10]'),
   }
 
 

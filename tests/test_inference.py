@@ -78,6 +78,45 @@ def test_set_weights_changes_the_output_without_recompiling(tiny, codec):
   assert codec.num_compiles() == 1
 
 
+def test_guided_eps_fn_is_the_guidance_formula_in_one_batch():
+  calls = []
+
+  def eps_fn(x, t, c):                    # any function of (x, t, cond): here a cond-dependent linear map
+    calls.append(x.shape[0])
+    return x * 0.5 + c.sum(-1)[:, None, None, None] + t[:, None, None, None] * 0.01
+
+  assert diffusion.guided_eps_fn(eps_fn, 1.0, np.zeros(4)) is eps_fn     # scale 1: nothing added
+  rng = np.random.default_rng(0)
+  x, c, ref = rng.normal(size=(3, 2, 2, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
+  t = np.array([5, 6, 7])
+  got = diffusion.guided_eps_fn(eps_fn, 2.5, ref)(x, t, c)
+  e_c, e_r = eps_fn(x, t, c), eps_fn(x, t, np.broadcast_to(ref, c.shape))
+  np.testing.assert_allclose(got, e_r + 2.5 * (e_c - e_r), rtol=1e-5, atol=1e-5)
+  assert calls[-3] == 6                   # both conditions went through the network as one batch of 2B
+
+
+def test_codec_guidance_decodes_further_from_the_reference(tiny):
+  """Guidance by the mean latent: a frame whose latent IS the reference is unchanged (both branches agree);
+  any other frame moves, and scale 1 is the plain decoder."""
+  model, config, images = tiny
+  plain = dae_codec.DAECodec(model, config, steps=3, batch=8)
+  z = plain.encode(images[:4])
+  ref = z.mean(0)
+  guided = dae_codec.DAECodec(model, config, steps=3, batch=8, guidance=3.0, reference=ref)
+  x_T = plain.seed_noise(0)
+  at_ref = np.repeat(ref[None], 2, 0)
+  assert np.abs(guided.decode(at_ref, x_T).astype(int) - plain.decode(at_ref, x_T)).max() <= 1
+  assert np.abs(guided.decode(z, x_T).astype(int) - plain.decode(z, x_T)).mean() > 1.0
+  same = dae_codec.DAECodec(model, config, steps=3, batch=8, guidance=1.0, reference=ref)
+  np.testing.assert_array_equal(same.decode(z, x_T), plain.decode(z, x_T))
+  with pytest.raises(ValueError, match=r'guidance != 1 needs the reference latent'):
+    dae_codec.DAECodec(model, config, steps=3, guidance=2.0)
+  with pytest.raises(ValueError, match=r'guidance=0.0 must be a finite number > 0'):
+    dae_codec.DAECodec(model, config, steps=3, guidance=0.0, reference=ref)
+  with pytest.raises(ValueError, match=r'reference latent of shape \(3,\)'):
+    dae_codec.DAECodec(model, config, steps=3, guidance=2.0, reference=np.zeros(3))
+
+
 def test_codec_rejects_bad_shapes(tiny, codec):
   model, config, images = tiny
   with pytest.raises(ValueError, match=r'expected square RGB frames'):

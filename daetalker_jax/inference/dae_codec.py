@@ -91,10 +91,19 @@ class DAECodec:
   """Jitted encode / invert / decode / reconstruct of one DAE (see the module doc)."""
 
   def __init__(self, model: nnx.Module, config: ml_collections.ConfigDict, *, steps: int | None, batch: int = 16,
-               mesh: jax.sharding.Mesh | None = None, bf16: bool = False):
-    """`steps`: DDIM steps of invert / decode / reconstruct; None for an encoder-only codec (extraction)."""
+               mesh: jax.sharding.Mesh | None = None, bf16: bool = False, guidance: float = 1.0,
+               reference: np.ndarray | None = None):
+    """`steps`: DDIM steps of invert / decode / reconstruct; None for an encoder-only codec (extraction).
+
+    `guidance` > 1 with `reference` (D,) (the mean z_sem) guides `decode` (diffusion.guided_eps_fn): twice the
+    UNet calls per step. Inversion and reconstruction stay unguided.
+    """
     if steps is not None and steps < 1:
       raise ValueError(f'DAECodec: steps={steps} must be >= 1')
+    if not guidance > 0 or not np.isfinite(guidance):
+      raise ValueError(f'DAECodec: guidance={guidance} must be a finite number > 0 (1 = off)')
+    if guidance != 1.0 and reference is None:
+      raise ValueError('DAECodec: guidance != 1 needs the reference latent (the mean z_sem)')
     if bf16:
       model = with_dtype(model, config, 'bfloat16')
     self.mesh = mesh or sharding.create_mesh([('data', -1), ('fsdp', 1)])
@@ -102,6 +111,10 @@ class DAECodec:
     self.steps = steps
     self.image_size = int(config.model.image_size)
     self.latent_dim = int(config.model.enc_out_channels)
+    self.guidance = float(guidance)
+    if reference is not None and np.shape(reference) != (self.latent_dim,):
+      raise ValueError(f'DAECodec: reference latent of shape {np.shape(reference)}, expected ({self.latent_dim},)')
+    reference = jnp.asarray(np.zeros(self.latent_dim) if reference is None else reference, jnp.float32)
     self.schedule = schedule = diffusion.schedule_from_config(config.diffusion)
     # ValueError for steps the schedule cannot space.
     table = diffusion.table_for(schedule, steps) if steps is not None else None
@@ -136,6 +149,7 @@ class DAECodec:
 
     def decode(state, cond, x_T):
       _, eps_fn = merged(state)
+      eps_fn = diffusion.guided_eps_fn(eps_fn, self.guidance, reference)
       x = shared(x_T, jnp.zeros((cond.shape[0], size, size, 3)))
       return to_uint8(diffusion.ddim_sample(eps_fn, schedule, x, cond, steps=steps, table=table))
 

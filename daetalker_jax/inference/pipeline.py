@@ -69,6 +69,8 @@ class Pipeline(Protocol):
 class Options:
   """Everything that changes a DAE-Talker video besides the input audio and the two checkpoints."""
   steps: int = 20                     # DDIM steps
+  guidance: float | None = None       # mean-latent guidance scale (diffusion.guided_eps_fn); None: the DAE
+                                      # config's diffusion.guidance (1 = off when the config has none)
   noise: str = 'seed:0'               # 'seed:N' | 'invert:CLIP_ID:FRAME' (needs data_dir)
   pose: str = 'predicted'             # see pose.POSE_CHOICES
   pose_scale: float = 1.0             # multiplies the pose fed to the pose adaptor (0 = still)
@@ -98,6 +100,8 @@ def validate_options(opts: Options) -> None:
     raise GenerateError(f'--steps={opts.steps}: must be in 1..1000')
   if opts.batch < 1:
     raise GenerateError(f'--batch={opts.batch}: must be >= 1')
+  if opts.guidance is not None and not (math.isfinite(opts.guidance) and 0 < opts.guidance <= 10):
+    raise GenerateError(f'--guidance={opts.guidance}: must be in (0, 10] (1 = off)')
   if opts.smooth < 0 or not math.isfinite(opts.smooth):
     raise GenerateError(f'--smooth={opts.smooth}: must be a finite sigma >= 0 (frames)')
   if not math.isfinite(opts.pose_scale):
@@ -134,9 +138,19 @@ class DAETalkerPipeline:
     self.deg_per_unit = float(stats.get('pose_scale', self.s2l_config.get('loss', {}).get('pose_scale', 1.0)))
     self.latent_loss = str(self.s2l_config.get('loss', {}).get('latent_loss', 'l1'))
     self.predictor = speech2latent.LatentPredictor(s2l_model)
+    self.guidance = float(self.dae_config.diffusion.get('guidance', 1.0) if opts.guidance is None
+                          else opts.guidance)
+    reference = None
+    if self.guidance != 1.0:   # guide away from the mean z_sem of the training frames
+      if 'latent_mean' not in stats:
+        raise GenerateError(f'--s2l={s2l}: the checkpoint stores no mean latent, which guidance needs; pass '
+                            f'--guidance 1')
+      reference = np.asarray(stats['latent_mean'], np.float32)
+      if reference.shape != (dim,):
+        raise GenerateError(f'--s2l={s2l}: mean latent of shape {reference.shape}, the DAE uses {dim}-d')
     try:
       self.codec = dae_codec.DAECodec(dae_model, self.dae_config, steps=opts.steps, batch=opts.batch,
-                                      bf16=opts.bf16)
+                                      bf16=opts.bf16, guidance=self.guidance, reference=reference)
     except ValueError as e:
       raise GenerateError(f'--steps={opts.steps}: {e}') from None
     kind, arg = parse_noise(opts.noise)
@@ -176,7 +190,7 @@ class DAETalkerPipeline:
     if o.paste_back:
       frames = paste_back.iter_pasted(frames, o.paste_back, o.data_dir)
     return Video(frames=frames, num_frames=n, size=self.size, audio=speech,
-                 info={'latents': z, 'pose_pred': pose_pred})
+                 info={'latents': z, 'pose_pred': pose_pred, 'guidance': self.guidance})
 
   def num_compiles(self) -> int:
     return self.codec.num_compiles()
