@@ -171,7 +171,7 @@ def neutral_frame(data_dir: pathlib.Path) -> tuple[str, int]:
 
 
 def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int = 128, dae_variant: str = 'demo',
-             dae_steps: int = 500, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
+             dae_steps: int = 400, s2l_variant: str = 'demo', s2l_steps: int = 300, sample_steps: int = 10,
              batch_size: int | None = None, seed: int = 0, noise: str = 'seed:0', pose: str = 'predicted',
              dae_overrides: dict[str, str] | None = None, s2l_overrides: dict[str, str] | None = None,
              crop: str = 'none', guidance: float | None = None) -> dict:
@@ -283,7 +283,7 @@ def _summary(res: dict) -> str:
 # Presets: defaults of the flags below. `default` fits the 20-minute CPU budget of `make demo`; `quality` is the
 # documented longer CPU run (~2 h on 2 cores). docs/RESULTS.md has the measured rows behind each number.
 PRESETS = {
-    'default': dict(clips=16, seconds=5.0, dae_steps=500, s2l_steps=300, sample_steps=10, crop='none'),
+    'default': dict(clips=16, seconds=5.0, dae_steps=400, s2l_steps=300, sample_steps=10, crop='none'),
     'quality': dict(clips=24, seconds=6.0, dae_steps=4000, s2l_steps=1000, sample_steps=20, crop='none'),
 }
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--seconds', type=float, help='seconds per clip (preset: 5)')
   p.add_argument('--video-size', type=int, default=128, help='synthface frame size (default 128)')
   p.add_argument('--dae-variant', default='demo', help='configs/dae.py variant (default demo, 64 px)')
-  p.add_argument('--dae-steps', type=int, help='DAE training steps (preset: 500)')
+  p.add_argument('--dae-steps', type=int, help='DAE training steps (preset: 400)')
   p.add_argument('--s2l-variant', default='demo', help='configs/s2l.py variant (default demo)')
   p.add_argument('--s2l-steps', type=int, help='speech2latent training steps (preset: 300)')
   p.add_argument('--sample-steps', type=int, help='DDIM steps for generation (preset: 10)')

@@ -118,7 +118,7 @@ def _latent_error(kind: str, pred: np.ndarray, target: np.ndarray) -> float:
 
 def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, max_clips: int | None = None,
              max_frames: int | None = None, steps: int = 20, batch: int = 16, seed: int = 0,
-             smooth: float = 0.0, bf16: bool = False, syncnet_path: str | None = None,
+             smooth: float = 0.0, bf16: bool = False, syncnet_path: str | None = None, guidance: float | None = None,
              out: str = 'results.json', sheet: str | None = None, progress: bool = True,
              method: str = 'dae_talker') -> dict[str, Any]:
   """Runs the whole evaluation; writes `out` (JSON) and the contact sheet; returns the results dict."""
@@ -134,7 +134,7 @@ def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, 
   if max_frames is not None and max_frames < 6:
     raise EvaluateError(f'--max-frames={max_frames}: must be >= 6 (jitter and SyncNet need several frames)')
   opts = inference.Options(steps=steps, batch=batch, smooth=smooth, bf16=bf16, noise=f'seed:{seed}',
-                           data_dir=data_dir)
+                           data_dir=data_dir, guidance=guidance)
   inference.pipeline.validate_options(opts)
   syncnet, syncnet_note = em.load_syncnet(syncnet_path)
   if syncnet is None and syncnet_path:
@@ -220,7 +220,8 @@ def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, 
   results = {
       'method': method, 'dae': os.path.abspath(dae_dir), 's2l': os.path.abspath(s2l_dir),
       'data': os.path.abspath(data_dir), 'split': split, 'steps': steps, 'seed': seed, 'smooth': smooth,
-      'bf16': bf16, 'image_size': size, 'num_clips': len(clips), 'num_frames': frames_total,
+      'bf16': bf16, 'guidance': pipeline.guidance, 'image_size': size, 'num_clips': len(clips),
+      'num_frames': frames_total,
       'lip_sync_kind': kind, 'latent_loss': pipeline.latent_loss,
       'syncnet': 'used' if syncnet is not None else UNAVAILABLE_SYNCNET,
       'summary': summary, 'clips': clips, 'contact_sheet': os.path.abspath(sheet),
@@ -255,6 +256,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--seed', type=int, default=0, help='seed of the shared x_T (default 0)')
   p.add_argument('--smooth', type=float, default=0.0, help='Gaussian sigma over time for the latents')
   p.add_argument('--bf16', action='store_true', help='DAE computes in bfloat16')
+  p.add_argument('--guidance', type=float, default=None,
+                 help="dae_talker: mean-latent guidance scale (default: the DAE config's diffusion.guidance)")
   p.add_argument('--syncnet', default='', help='syncnet_v2.model (joonson/syncnet_python) for LSE-C/LSE-D')
   p.add_argument('--out', default='results.json',
                  help='results .json file, or a folder for results.json + sheet.png (default results.json)')
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     evaluate(args.dae, args.s2l, args.data, args.split, max_clips=args.max_clips, max_frames=args.max_frames,
              steps=args.steps, batch=args.batch, seed=args.seed, smooth=args.smooth, bf16=args.bf16,
-             syncnet_path=args.syncnet or None, out=args.out, sheet=args.sheet or None,
+             syncnet_path=args.syncnet or None, guidance=args.guidance, out=args.out, sheet=args.sheet or None,
              progress=not args.quiet, method=args.method)
   except (EvaluateError, inference.GenerateError, OSError) as e:
     print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
