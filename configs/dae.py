@@ -70,8 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion.prediction = 'v' if variant == 'demo' else 'eps'
   config.diffusion.sample_steps = 20 if not small else 10   # DDIM steps for eval / sample grids
   # Generation's mean-latent guidance (diffusion.guided_eps_fn; generate --guidance overrides; the training
-  # eval decodes unguided). The demo's 2: docs/RESULTS.md, ablation
-  # row "mean-latent guidance 2": the demo's models, predicted latents, recall 0.08 -> 1.00, amplitude 0.32 -> 0.64.
+  # eval decodes unguided). The demo's 2: docs/RESULTS.md, "What guidance is" (the demo's models, predicted
+  # latents: recall 0.08 -> 1.00, amplitude 0.32 -> 0.64; w 1.5 too weak, 2.5+ breaks the face) and the ablation
+  # rows "mean-latent guidance 2".
   config.diffusion.guidance = 2.0 if variant == 'demo' else 1.0
 
   # Loss weighting (tasks/dae.loss_fn). Defaults are diffae's plain mean over pixels and timesteps.

@@ -66,7 +66,10 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
   test = demo_difftalk.heldout(data, heldout_clips)
   clip, colours = test[0], generic.identity_colours_of(str(data))
   results = {}
-  for tag, workdir in (('', e2e_dir), ('_apart', b_dir))[:2 if ablation else 1]:
+  models = [('', e2e_dir)]
+  if ablation:                    # the first clip also by the stages trained apart
+    models.append(('_apart', b_dir))
+  for tag, workdir in models:
     pipe = lmp.LandmarkPipeline(str(workdir), lmp.LandmarkOptions(clip=clip['clip_id'], data_dir=str(data),
                                                                   steps=sample_steps, batch=50))
     r = demo_difftalk.score_clip(pipe, clip, root, tag, colours)

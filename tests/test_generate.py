@@ -349,3 +349,15 @@ def test_demo_inverts_a_closed_mouth_frontal_frame(tiny_dataset):
   closed = [(np.abs(c['pose'][i]).sum(), cid) for cid, c in clips.items() for i in range(len(c['images']))
             if strict_mouth(c['images'][i])['area'] == 0]
   assert np.abs(clips[clip_id]['pose'][k]).sum() == min(closed)[0]
+
+
+def test_demo_reuses_a_dae_across_sampling_only_fields(models):
+  """A DAE folder is reused when its config differs from the demo's only in how it samples (guidance); a
+  training field still refuses it."""
+  from daetalker_jax import demo
+  want = dae_config.get_config('variant=tiny')
+  want.diffusion.guidance = 3.0
+  assert demo._has_checkpoint(pathlib.Path(models['dae']), 0, want)
+  want.diffusion.prediction = 'v' if want.diffusion.prediction == 'eps' else 'eps'
+  with pytest.raises(demo.DemoError, match='trained with other diffusion settings'):
+    demo._has_checkpoint(pathlib.Path(models['dae']), 0, want)
