@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
   print(f'[demo] total {res["total_s"] / 60:.1f} min')
   settings = dict(preset=args.preset, clips=args.clips, seconds=args.seconds, dae_steps=args.dae_steps,
                   s2l_steps=args.s2l_steps, sample_steps=args.sample_steps, crop=args.crop, noise=args.noise,
-                  pose=args.pose, set=args.set, guidance=res['guidance'])
+                  pose=args.pose, set=args.set)   # res carries the guidance actually used
   (pathlib.Path(args.out) / 'summary.json').write_text(json.dumps({**settings, **res}, indent=1, default=float) + '\n')
   return 0
 

@@ -151,8 +151,7 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   if not args.dae or not args.s2l:
     raise GenerateError('--method dae_talker needs --dae DAE_WORKDIR and --s2l S2L_WORKDIR')
   opts = Options(steps=20 if args.steps is None else args.steps, guidance=args.guidance, noise=args.noise,
-                 pose=args.pose,
-                 pose_scale=args.pose_scale,
+                 pose=args.pose, pose_scale=args.pose_scale,
                  smooth=args.smooth or 0.0, batch=args.batch, bf16=args.bf16, data_dir=args.data,
                  paste_back=args.paste_back, chunk_frames=int(round(args.chunk_seconds * contract.FPS)),
                  overlap_frames=int(round(args.overlap_seconds * contract.FPS)))
