@@ -18,8 +18,9 @@ Stages (each is skipped when its output already exists, so an interrupted demo r
 The DAE is the 64 px `demo` variant, which predicts v rather than eps, weighs the mouth box 10x in its loss and
 trains a linear probe z_sem -> mouth landmarks beside it (configs/dae.py, docs/TRAINING.md): in a CPU budget
 that is what makes one shared noise image decode to a face whose mouth opens. Measured (docs/RESULTS.md):
-strict mouth r 0.83, the mouth opening about a third as wide as the real one (recall 0.08). `--preset quality` trains longer; `--set dae.FIELD=VALUE` changes
-any config field (benchmarks/demo_ablation.py runs the recipe's ablation).
+strict mouth r 0.83, recall 1.00 with mean-latent guidance 2 (16.8 min); `--preset quality` (96 min, unguided)
+strict r 0.92, recall 1.00, amplitude 0.87. `--set dae.FIELD=VALUE` changes any config field
+(benchmarks/demo_ablation.py runs the recipe's ablation).
 """
 
 from __future__ import annotations
@@ -281,10 +282,15 @@ def _summary(res: dict) -> str:
 
 
 # Presets: defaults of the flags below. `default` fits the 20-minute CPU budget of `make demo`; `quality` is the
-# documented longer CPU run (~2 h on 2 cores). docs/RESULTS.md has the measured rows behind each number.
+# documented longer CPU run (96 min on 2 cores, measured beside another job). docs/RESULTS.md has the measured rows
+# behind each number. guidance None: the DAE config's (2, which the 400-step DAE needs to open its mouths); the
+# 4000-step DAE opens them unguided, and guidance 2 overshoots its mouth colour past the strict reader's window
+# (recall 1.00 at guidance 1, 0.00 at 2: RESULTS.md, the quality preset).
 PRESETS = {
-    'default': dict(clips=16, seconds=5.0, dae_steps=400, s2l_steps=300, sample_steps=10, crop='none'),
-    'quality': dict(clips=24, seconds=6.0, dae_steps=4000, s2l_steps=1000, sample_steps=20, crop='none'),
+    'default': dict(clips=16, seconds=5.0, dae_steps=400, s2l_steps=300, sample_steps=10, crop='none',
+                    guidance=None),
+    'quality': dict(clips=24, seconds=6.0, dae_steps=4000, s2l_steps=1000, sample_steps=20, crop='none',
+                    guidance=1.0),
 }
 
 
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                       'face)')
   p.add_argument('--out', default=None, help='folder for every stage (default runs/demo, runs/demo_difftalk)')
   p.add_argument('--preset', choices=sorted(PRESETS), default='default',
-                 help='default: the 20-minute CPU demo; quality: a longer CPU run (~2 h) with better faces')
+                 help='default: the 20-minute CPU demo; quality: a longer CPU run (~1.5-2 h) with better faces')
   p.add_argument('--clips', type=int, help='synthface clips (preset: 16)')
   p.add_argument('--seconds', type=float, help='seconds per clip (preset: 5)')
   p.add_argument('--video-size', type=int, default=128, help='synthface frame size (default 128)')
@@ -317,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--s2l-steps', type=int, help='speech2latent training steps (preset: 300)')
   p.add_argument('--sample-steps', type=int, help='DDIM steps for generation (preset: 10)')
   p.add_argument('--guidance', type=float, default=None,
-                 help="mean-latent guidance scale of generation (default: the DAE config's diffusion.guidance)")
+                 help="guidance scale of generation: dae_talker mean-latent, landmark mean-mouth (default: the "
+                      "model config's diffusion.guidance; --preset quality: 1 = off)")
   p.add_argument('--noise', default='seed:0',
                  help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a closed-mouth, frontal training frame)")
   p.add_argument('--crop', default=None, help="face crops: 'none' (the whole frame) or 'face' (a box around the "
@@ -379,6 +386,8 @@ def _main_generic(args, parser) -> int:
     from daetalker_jax import demo_landmark as module  # pylint: disable=g-import-not-at-top
     stages, keys = ('ae', 'landmarks', 'talkformer'), ('ae_overrides', 'a_overrides', 'b_overrides')
     title = 'landmark diffusion (TalkFormer)'
+  if args.guidance is not None and args.method == 'difftalk':
+    parser.error('--guidance is for --method dae_talker and landmark')
   args.out = args.out or f'runs/demo_{args.method}'
   overrides = _pairs(args.set, '--set', parser, stages)
   log = console.setup(args.out, verbose=args.verbose)
@@ -389,6 +398,8 @@ def _main_generic(args, parser) -> int:
       settings[k] = getattr(args, k)
   if args.ablation:
     settings['ablation'] = True
+  if args.guidance is not None:
+    settings['guidance'] = args.guidance
   try:
     res = module.run(args.out, **settings, **{k: overrides[s] for k, s in zip(keys, stages)})
   except DemoError as e:

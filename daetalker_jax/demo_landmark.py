@@ -10,7 +10,8 @@ Stages (each skipped when its output exists, so an interrupted demo resumes):
      (configs/talkformer.py:variant=demo)                                                   → OUT/renderer
   6. both stages end to end from stage 5 (configs/talkformer.py:variant=demo,stage=e2e)     → OUT/talkformer
   7. the test-split clips (an unseen identity; the first `heldout_clips`, 4) dubbed with their own speech by the
-     end-to-end model, scored against the real frames (strict mouth metrics, PSNR/SSIM, LMD of the predicted
+     end-to-end model (with the config's mean-mouth guidance, 2: `demo --guidance W` overrides it), scored
+     against the real frames (strict mouth metrics, PSNR/SSIM, LMD of the predicted
      landmarks, jitter): mouths.png, side_by_side.mp4 (first clip), heldout.json (every clip and their
      frame-weighted mean: the headline). With `ablation` (`demo --ablation`), the first clip also by the stage-5
      model (the two stages trained apart): mouths_apart.png, side_by_side_apart.mp4. That comparison is not a fair
@@ -31,6 +32,7 @@ PRESET = dict(identities=8, clips=32, seconds=4.0, video_size=128, image_size=64
 def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0, video_size: int = 128,
         image_size: int = 64, ae_steps: int = 450, a_steps: int = 1500, b_steps: int = 650, e2e_steps: int = 100,
         sample_steps: int = 20, heldout_clips: int = 4, ablation: bool = False, seed: int = 0,
+        guidance: float | None = None,
         ae_overrides: dict[str, str] | None = None, a_overrides: dict[str, str] | None = None, b_overrides: dict[str, str] | None = None) -> dict:
   """Runs every stage into `out`; returns paths, timings and the metrics of both models on the unseen clips."""
   from configs import landmarks as lm_config  # pylint: disable=g-import-not-at-top
@@ -71,7 +73,8 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
     models.append(('_apart', b_dir))
   for tag, workdir in models:
     pipe = lmp.LandmarkPipeline(str(workdir), lmp.LandmarkOptions(clip=clip['clip_id'], data_dir=str(data),
-                                                                  steps=sample_steps, batch=50))
+                                                                  steps=sample_steps, batch=50,
+                                                                  guidance=guidance))
     r = demo_difftalk.score_clip(pipe, clip, root, tag, colours)
     info = r.pop('info')
     r.update(lmd=info['lmd'], opening_r=info['opening_r'], landmark_jitter_ratio=info['landmark_jitter_ratio'])
@@ -82,7 +85,7 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
       timings['7 score the other held-out clips'] = time.perf_counter() - t0
     results[tag] = r
   apart = {k: v for k, v in results.get('_apart', {}).items() if isinstance(v, (int, float))}
-  return dict(results[''], apart=apart, total_s=time.perf_counter() - t_start, timings=timings)
+  return dict(results[''], apart=apart, guidance=pipe.guidance, total_s=time.perf_counter() - t_start, timings=timings)
 
 
 def summary(res: dict) -> str:
@@ -92,7 +95,7 @@ def summary(res: dict) -> str:
       demo_difftalk.summary(res),
       f'[demo] landmarks, all held-out clips: LMD {res["heldout"]["lmd"]:.2f} % of the side, opening r '
       f'{res["heldout"]["opening_r"]:.2f}; the first clip: LMD {res["lmd"]:.2f} %, opening r {res["opening_r"]:.2f}, '
-      f'landmark jitter ratio {res["landmark_jitter_ratio"]:.2f}']
+      f'landmark jitter ratio {res["landmark_jitter_ratio"]:.2f}; mean-mouth guidance {res.get("guidance", 1.0):g}']
   if a:
     lines.append(
       f'[demo] ablation on the first clip, the two stages trained apart: strict r {a["strict_r"]:.3f}, recall '

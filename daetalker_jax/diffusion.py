@@ -356,11 +356,22 @@ def guided_eps_fn(eps_fn: EpsFn, scale: float, reference: jax.Array) -> EpsFn:
   """
   if scale == 1.0:
     return eps_fn
+  paired = paired_guided_eps_fn(eps_fn, scale)
+  return lambda x, t, cond: paired(x, t, (cond, jnp.broadcast_to(reference.astype(cond.dtype), cond.shape)))
+
+
+def paired_guided_eps_fn(eps_fn: EpsFn, scale: float) -> EpsFn:
+  """guided_eps_fn with a reference condition per frame: the returned fn takes cond = (cond, ref_cond), two
+  pytrees of the same structure with the batch first (e.g. landmark diffusion's cond for the frame's own
+  landmarks and for the clip's mean mouth), and runs both as one batch of 2B:
+  eps = eps(ref_cond) + scale * (eps(cond) - eps(ref_cond)). scale 1 calls eps_fn on cond alone."""
 
   def guided(x, t, cond):
-    ref = jnp.broadcast_to(reference.astype(cond.dtype), cond.shape)
-    both = eps_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([cond, ref]))
-    eps_cond, eps_ref = jnp.split(both, 2)
+    own, ref = cond
+    if scale == 1.0:
+      return eps_fn(x, t, own)
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), own, ref)
+    eps_cond, eps_ref = jnp.split(eps_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both), 2)
     return eps_ref + scale * (eps_cond - eps_ref)
   return guided
 

@@ -257,7 +257,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--smooth', type=float, default=0.0, help='Gaussian sigma over time for the latents')
   p.add_argument('--bf16', action='store_true', help='DAE computes in bfloat16')
   p.add_argument('--guidance', type=float, default=None,
-                 help="dae_talker: mean-latent guidance scale (default: the DAE config's diffusion.guidance)")
+                 help="dae_talker: mean-latent guidance scale (default: the DAE config's diffusion.guidance); "
+                      "landmark: mean-mouth guidance scale (default: the model config's diffusion.guidance)")
   p.add_argument('--syncnet', default='', help='syncnet_v2.model (joonson/syncnet_python) for LSE-C/LSE-D')
   p.add_argument('--out', default='results.json',
                  help='results .json file, or a folder for results.json + sheet.png (default results.json)')
@@ -298,7 +299,9 @@ def _main_generic(args) -> int:
     clips = list(iter_eval_clips(args.data, args.split, args.max_clips, args.max_frames))
     common = dict(clip=clips[0]['clip_id'], data_dir=args.data, steps=args.steps, batch=args.batch, seed=args.seed)
     if args.method == 'landmark':
-      pipe = inference.LandmarkPipeline(args.model, inference.LandmarkOptions(**common))
+      pipe = inference.LandmarkPipeline(args.model, inference.LandmarkOptions(**common, guidance=args.guidance))
+    elif args.guidance is not None:
+      raise EvaluateError('--guidance is for --method dae_talker and landmark')
     else:
       pipe = dtp.DiffTalkPipeline(args.model, dtp.DiffTalkOptions(**common))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -98,9 +98,11 @@ def _parser() -> argparse.ArgumentParser:
   g = p.add_argument_group('dae_talker (person-specific)')
   g.add_argument('--dae', default='', help='DAE training workdir (task dae)')
   g.add_argument('--s2l', default='', help='speech2latent training workdir (task s2l)')
-  g.add_argument('--guidance', type=float, default=None,
-                 help="mean-latent guidance scale: 1 = off, 2 = each frame's latent counts twice its distance "
-                      "from the average face (default: the DAE config's diffusion.guidance); doubles the UNet calls")
+  p.add_argument('--guidance', type=float, default=None,
+                 help="dae_talker: mean-latent guidance scale, 1 = off, 2 = each frame's latent counts twice its "
+                      "distance from the average face (default: the DAE config's diffusion.guidance); landmark: "
+                      "mean-mouth guidance, the same with the clip's average mouth (default: the model config's); "
+                      "doubles the UNet calls")
   p.add_argument('--noise', default='seed:0', help='shared x_T: seed:N or invert:CLIP_ID:FRAME (needs --data)')
   p.add_argument('--pose', default='predicted', help=pose_lib.POSE_CHOICES + ' (degrees)')
   p.add_argument('--pose-scale', type=float, default=1.0, help='multiplies the head pose (default 1)')
@@ -135,6 +137,8 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   """The `inference.load_pipeline` arguments of the parsed flags for args.method."""
   if args.landmarks and args.method != 'landmark':
     raise GenerateError('--landmarks drives --method landmark only')
+  if args.guidance is not None and args.method == 'difftalk':
+    raise GenerateError('--guidance is for --method dae_talker and landmark')
   if args.method in ('difftalk', 'landmark'):
     if not args.model:
       task = {'difftalk': 'difftalk', 'landmark': 'talkformer'}[args.method]
@@ -143,7 +147,7 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                   steps=50 if args.steps is None else args.steps,
                   seed=args.seed, batch=args.batch, inpaint=not args.no_inpaint, length=args.length)
     if args.method == 'landmark':
-      opts = inference.LandmarkOptions(**common, landmarks=args.landmarks,
+      opts = inference.LandmarkOptions(**common, landmarks=args.landmarks, guidance=args.guidance,
                                        smooth=0.5 if args.smooth is None else args.smooth)
     else:
       opts = inference.DiffTalkOptions(**common)

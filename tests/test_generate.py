@@ -361,3 +361,14 @@ def test_demo_reuses_a_dae_across_sampling_only_fields(models):
   want.diffusion.prediction = 'v' if want.diffusion.prediction == 'eps' else 'eps'
   with pytest.raises(demo.DemoError, match='trained with other diffusion settings'):
     demo._has_checkpoint(pathlib.Path(models['dae']), 0, want)
+
+
+def test_demo_presets_and_guidance_flags(tmp_path, capsys):
+  """The quality preset generates unguided (its converged DAE opens the mouths; guidance 2 overshot their colour:
+  docs/RESULTS.md); the default takes the DAE config's; --guidance is refused for difftalk before any work."""
+  from daetalker_jax import demo
+  assert demo.PRESETS['quality']['guidance'] == 1.0 and demo.PRESETS['default']['guidance'] is None
+  with pytest.raises(SystemExit) as e:
+    demo.main(['--method', 'difftalk', '--guidance', '2', '--out', str(tmp_path / 'dt')])
+  assert e.value.code == 2 and '--guidance is for --method dae_talker and landmark' in capsys.readouterr().err
+  assert not (tmp_path / 'dt').exists()

@@ -95,6 +95,28 @@ def test_guided_eps_fn_is_the_guidance_formula_in_one_batch():
   assert calls[-3] == 6                   # both conditions went through the network as one batch of 2B
 
 
+def test_paired_guidance_takes_a_reference_condition_per_frame():
+  """paired_guided_eps_fn: cond is (own, ref), pytrees with the batch first (landmark diffusion's cond is a
+  tuple of arrays and dicts); both go through the network as one batch of 2B; scale 1 is one plain call."""
+  calls = []
+
+  def eps_fn(x, t, c):
+    calls.append(x.shape[0])
+    return x * 0.5 + (c[0].sum(-1) + c[1]['m'].sum((-1, -2)))[:, None, None, None] + t[:, None, None, None] * 0.01
+
+  rng = np.random.default_rng(1)
+  x, t = rng.normal(size=(3, 2, 2, 3)), np.array([5, 6, 7])
+  own = (rng.normal(size=(3, 4)), {'m': rng.normal(size=(3, 5, 2))})
+  ref = (own[0], {'m': rng.normal(size=(3, 5, 2))})       # only the dict's entry differs, per frame
+  got = diffusion.paired_guided_eps_fn(eps_fn, 3.0)(x, t, (own, ref))
+  e_c, e_r = eps_fn(x, t, own), eps_fn(x, t, ref)
+  np.testing.assert_allclose(got, e_r + 3.0 * (e_c - e_r), rtol=1e-5, atol=1e-5)
+  assert calls[-3] == 6
+  calls.clear()
+  np.testing.assert_allclose(diffusion.paired_guided_eps_fn(eps_fn, 1.0)(x, t, (own, ref)), e_c)
+  assert calls == [3]
+
+
 def test_codec_guidance_decodes_further_from_the_reference(tiny):
   """Guidance by the mean latent: a frame whose latent IS the reference is unchanged (both branches agree);
   any other frame moves, and scale 1 is the plain decoder."""

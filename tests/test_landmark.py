@@ -183,6 +183,33 @@ def test_smoothing_has_no_lag_and_track_files_are_checked(tmp_path):
     lmp.load_track(str(path), 8)
 
 
+def test_mean_mouth_is_the_average_mouth_in_each_frames_pose():
+  """The guidance branch's mouth: the track's mean in the pose-normalised frame, put back in every frame's pose.
+  A head that moves with a mouth that does not gives the track back; a mouth that opens and closes gives one
+  shape (the mean opening) in every frame; taking it twice changes nothing."""
+  rng = np.random.default_rng(0)
+  n = 12
+  face = _face(rng, 1)[0]
+  angle, scale = 0.1 * np.sin(np.arange(n)), 1 + 0.05 * np.cos(np.arange(n))
+  rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2)
+
+  def head(points):       # (n, P, 2) in the face's own frame -> the image, the head turned, scaled and moved
+    moved = np.einsum('nij,npj->npi', rot * scale[:, None, None], points - 0.5)
+    return (moved + 0.5 + np.stack([0.02 * np.sin(np.arange(n)), 0.01 * np.arange(n) / n], 1)[:, None]
+            ).astype(np.float32)
+
+  pts = head(np.repeat(face[None], n, 0))                      # the head moves, the face does not
+  context, motion = pts[:, examples.CONTEXT_LANDMARKS], pts[:, a2l.MOTION_LANDMARKS]
+  np.testing.assert_allclose(lmp.mean_mouth(motion, context), motion, atol=1e-5)
+  opened = np.repeat(face[None], n, 0)
+  opened[:, 66, 1] += 0.05 * (np.arange(n) % 2)               # the lower lip down every other frame
+  mean = lmp.mean_mouth(head(opened)[:, a2l.MOTION_LANDMARKS], context)
+  half = face.copy()
+  half[66, 1] += 0.025                                           # half open, in each frame's pose
+  np.testing.assert_allclose(mean, head(np.repeat(half[None], n, 0))[:, a2l.MOTION_LANDMARKS], atol=1e-5)
+  np.testing.assert_allclose(lmp.mean_mouth(mean, context), mean, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ the three stages
 @pytest.fixture(scope='module')
 def trained(tiny_dataset, tmp_path_factory):
@@ -266,3 +293,79 @@ def test_evaluate_cli_scores_the_landmark_method(trained, tiny_dataset, tmp_path
   assert res['method'] == 'landmark' and res['num_frames'] == 12
   for k in ('strict_r', 'open_recall', 'psnr_mouth', 'lmd', 'landmark_jitter_ratio'):
     assert k in res['summary'], k
+
+
+def _renderer_with_random_outputs(seed=0):
+  """A tiny pixel-space renderer whose zero-initialised kernels (the UNet's last conv, the TalkFormer blocks'
+  outputs) are random: an untrained model that already follows its landmarks."""
+  c = tf_config.get_config('variant=tiny')
+  c.model.talkformer.space = 'pixel'
+  c.model.unet.update(in_channels=6, out_channels=3, channel_mult=(1, 2), attention_resolutions=(2,))
+  model = talkformer.build(c, rngs=nnx.Rngs(seed))
+  rng = np.random.default_rng(seed)
+  for _, layer in model.iter_modules():
+    kernel = getattr(layer, 'kernel', None)
+    if isinstance(kernel, nnx.Param) and not np.any(np.asarray(kernel[...])):
+      kernel[...] = jnp.asarray(0.05 * rng.normal(size=kernel.shape), kernel.dtype)
+  return model, c
+
+
+def test_codec_guidance_by_other_landmarks():
+  """The codec's guidance (diffusion.paired_guided_eps_fn): a guide equal to the frame's own landmarks changes
+  nothing, another guide moves the frames; it needs its guide, and guide keys among the model's conditions."""
+  from daetalker_jax.inference import difftalk_codec  # pylint: disable=g-import-not-at-top
+  model, config = _renderer_with_random_outputs()
+  rng = np.random.default_rng(1)
+  ex = {'masked': rng.uniform(-1, 1, (4, 32, 32, 3)), 'reference': rng.uniform(-1, 1, (4, 32, 32, 3)),
+        'landmarks': _face(rng, 4), 'ref_landmarks': _face(rng, 4)}
+  other = {'landmarks': _face(rng, 4)}
+  plain = difftalk_codec.DiffTalkCodec(model, config, steps=2, batch=4)
+  guided = difftalk_codec.DiffTalkCodec(model, config, steps=2, batch=4, guidance=3.0, guide_keys=('landmarks',))
+  x_T = plain.seed_noise(0)
+  a = plain.sample(ex, x_T).astype(int)
+  assert np.abs(guided.sample(ex, x_T, guide={'landmarks': ex['landmarks']}).astype(int) - a).max() <= 1
+  swapped = plain.sample({**ex, **other}, x_T).astype(int)
+  moved = guided.sample(ex, x_T, guide=other).astype(int)
+  assert np.abs(swapped - a).mean() > 0.05 and np.abs(moved - a).mean() > np.abs(swapped - a).mean()
+  with pytest.raises(ValueError, match=r"needs guide=\{...\} with \['landmarks'\]"):
+    guided.sample(ex, x_T)
+  with pytest.raises(ValueError, match='needs guide_keys'):
+    difftalk_codec.DiffTalkCodec(model, config, steps=2, guidance=2.0)
+  with pytest.raises(ValueError, match='needs guide_keys'):
+    difftalk_codec.DiffTalkCodec(model, config, steps=2, guidance=2.0, guide_keys=('audio',))
+
+
+def test_mean_mouth_guidance(trained, tiny_dataset, tmp_path):
+  """--guidance on the landmark method: the guidance branch gets the clip's average mouth (mean_mouth of the
+  track, in each frame's pose); a track that IS its own average gives both branches the same landmarks, so
+  guidance changes nothing; bad scales and difftalk are refused."""
+  from daetalker_jax import generate  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  _, _, e_dir = trained
+  clip = next(dataset.iterate_clips(tiny_dataset, 'test'))
+  speech = clip['audio'][:16 * 640].astype(np.float32) / 32768.0
+  common = dict(clip=clip['clip_id'], data_dir=str(tiny_dataset), steps=2, batch=8, smooth=0)
+  lm = np.asarray(clip['landmarks'][:16], np.float32) / clip['images'].shape[1]   # the clip's own track
+  own = lmp.mean_mouth(lm[:, a2l.MOTION_LANDMARKS], lm[:, examples.CONTEXT_LANDMARKS])
+  track, mean = tmp_path / 'track.npy', tmp_path / 'mean.npy'
+  np.save(track, lm)
+  np.save(mean, own)
+  frames = lambda pipe: np.concatenate(list(pipe(speech).frames)).astype(int)
+  plain = lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, landmarks=str(track)))
+  guided = lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, landmarks=str(track), guidance=3.0))
+  assert plain.guidance == 1.0 and guided.codec.guidance == 3.0     # the tiny config has no guidance: 1 = off
+  guides, sample = [], guided.codec.sample
+  guided.codec.sample = lambda ex, x_T, **kw: guides.append(kw['guide']['landmarks']) or sample(ex, x_T, **kw)
+  video = guided(speech)
+  assert len(np.concatenate(list(video.frames))) == 16 and video.info['guidance'] == 3.0
+  np.testing.assert_allclose(np.concatenate(guides)[:, a2l.MOTION_LANDMARKS], own, atol=1e-5)
+  a = frames(lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, landmarks=str(mean))))
+  b = frames(lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, landmarks=str(mean), guidance=3.0)))
+  assert np.abs(a - b).max() <= 1
+  with pytest.raises(GenerateError, match=r'--guidance=0.0: must be in \(0, 10\]'):
+    lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, guidance=0.0))
+  parser = generate._parser()  # pylint: disable=protected-access
+  args = parser.parse_args(['--method', 'difftalk', '--audio', 'a.wav', '--out', 'o.mp4', '--model', str(e_dir),
+                            '--guidance', '2'])
+  with pytest.raises(GenerateError, match='--guidance is for --method dae_talker and landmark'):
+    generate.pipeline_kwargs(args)

@@ -180,7 +180,8 @@ def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_
         f"{m['seconds']:.1f} s")
   summary = summarise(per_clip)
   weights = np.array([c['num_frames'] for c in per_clip], np.float64)
-  results = {'method': pipeline.method, 'num_clips': len(per_clip), 'num_frames': int(weights.sum()),
+  results = {'method': pipeline.method, 'guidance': getattr(pipeline, 'guidance', 1.0),
+             'num_clips': len(per_clip), 'num_frames': int(weights.sum()),
              'identities': sorted({c['identity'] for c in per_clip}), 'summary': summary, 'clips': per_clip,
              'timing': {'total_s': time.perf_counter() - t_start,
                         'frames_per_s': float(weights.sum()) / max(sum(c['seconds'] for c in per_clip), 1e-9)}}

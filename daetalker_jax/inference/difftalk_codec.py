@@ -13,6 +13,11 @@ landmark nets; DDIM runs in latent space (no x0 clipping) from one x_T shared by
 draws fresh noise per frame) and the result is decoded by the first stage (which quantises first).
 With `source`/`keep` the sampler inpaints (diffusion.ddim_sample): latent pixels where `keep`, downsampled to
 the latent grid, is 1 follow the source frame's latent, so only the jaw region is generated.
+With `guidance` w != 1 and `guide_keys` the sampler is guided (diffusion.paired_guided_eps_fn): every step also
+runs the denoiser with the conditions named in guide_keys replaced by `guide` (the landmark pipeline: the
+clip's mean mouth), eps = eps(guide) + w (eps(own) - eps(guide)), in one batch of 2B:
+  codec = DiffTalkCodec(model, config, steps=20, guidance=2.0, guide_keys=('landmarks',))
+  frames = codec.sample(examples, x_T, guide={'landmarks': neutral})
 Batches are fixed-size and split over the mesh's ('data', 'fsdp') axes like the DAE codec
 (inference/dae_codec.py): one compile per (batch, steps, resolution).
 """
@@ -35,13 +40,21 @@ class DiffTalkCodec:
   """Jitted DiffTalk sampling (see the module doc)."""
 
   def __init__(self, model: nnx.Module, config: ml_collections.ConfigDict, *, steps: int, batch: int = 8,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, guidance: float = 1.0, guide_keys: tuple[str, ...] = ()):
     if steps < 1:
       raise ValueError(f'DiffTalkCodec: steps={steps} must be >= 1')
+    if not (np.isfinite(guidance) and guidance > 0):
+      raise ValueError(f'DiffTalkCodec: guidance={guidance} must be a finite number > 0 (1 = off)')
+    unknown = [k for k in guide_keys if k not in model.CONDITIONS]
+    if unknown or (guidance != 1.0 and not guide_keys):
+      raise ValueError(f'DiffTalkCodec: guidance {guidance} needs guide_keys among {model.CONDITIONS} '
+                       f'(got {guide_keys})')
     self.mesh = mesh or sharding.create_mesh([('data', -1), ('fsdp', 1)])
     self.batch = round_up(max(1, batch), sharding.batch_size_divisor(self.mesh))
     self.steps = steps
     self.conditions = tuple(model.CONDITIONS)
+    self.guidance = float(guidance)
+    self.guide_keys = tuple(guide_keys) if guidance != 1.0 else ()
     self.image_size = int(config.model.first_stage.image_size)
     self.factor = model.latent_factor
     self.latent_size = self.image_size // self.factor
@@ -61,23 +74,26 @@ class DiffTalkCodec:
       return x
 
     images = {'masked', 'reference'}
-    names = self.conditions
+    names, guide_keys = self.conditions, self.guide_keys
+    eps_of = lambda m: diffusion.paired_guided_eps_fn(lambda x, t, c: m(x, t, c), guidance)
 
     def sample(state, x_T, *args):
       m = nnx.merge(graphdef, state)
       m.eval()
       conds = {k: prepare(a) if k in images else a for k, a in zip(names, args)}
-      source, keep = (args[len(names):] + (None, None))[:2]
+      guide = {k: prepare(a) if k in images else a for k, a in zip(guide_keys, args[len(names):])}
+      source, keep = (args[len(names) + len(guide_keys):] + (None, None))[:2]
       # Everything the model conditions on is computed once here, outside the DDIM loop (the reference's
       # features too), and reused at every step.
       cond = m.sample_condition(**conds)
+      cond = (cond, m.sample_condition(**{**conds, **guide}) if guide else cond)
       n = args[0].shape[0]
       x = jax.lax.with_sharding_constraint(jnp.broadcast_to(x_T, (n, latent, latent, x_T.shape[-1])), bs)
       inpaint = None
       if source is not None:
         keep_z = jax.image.resize(keep.astype(jnp.float32), (keep.shape[0], latent, latent, 1), 'linear')
         inpaint = (m.encode(prepare(source)), (keep_z > 0.5).astype(jnp.float32))
-      z = diffusion.ddim_sample(lambda x, t, c: m(x, t, c), schedule, x, cond, steps=steps, clip=False,
+      z = diffusion.ddim_sample(eps_of(m), schedule, x, cond, steps=steps, clip=False,
                                 table=table, inpaint=inpaint)
       return to_uint8(m.decode(z))
 
@@ -98,15 +114,20 @@ class DiffTalkCodec:
     return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
 
   def sample(self, examples: dict[str, np.ndarray], x_T: np.ndarray, *, source: np.ndarray | None = None,
-             keep: np.ndarray | None = None) -> np.ndarray:
+             keep: np.ndarray | None = None, guide: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """uint8 (N, S, S, 3) frames generated from `examples` (CONDITIONS), all from the one x_T (1, h, w, z).
-    `source` (N, S, S, 3) and `keep` (N, S, S, 1) in [0, 1] (1 = keep the source) switch inpainting on."""
+    `source` (N, S, S, 3) and `keep` (N, S, S, 1) in [0, 1] (1 = keep the source) switch inpainting on.
+    `guide` holds the guide_keys' conditions of the guidance branch (needed when guidance != 1, else unused)."""
     missing = [k for k in self.conditions if k not in examples]
     if missing:
       raise ValueError(f'DiffTalkCodec.sample: missing conditions {missing}')
     if (source is None) != (keep is None):
       raise ValueError('DiffTalkCodec.sample: pass both source= and keep= to inpaint, or neither')
+    lacking = [k for k in self.guide_keys if k not in (guide or {})]
+    if lacking:
+      raise ValueError(f'DiffTalkCodec.sample: guidance {self.guidance:g} needs guide={{...}} with {lacking}')
     arrays = tuple(np.asarray(examples[k]) for k in self.conditions)
+    arrays += tuple(np.asarray(guide[k]) for k in self.guide_keys)
     if source is not None:
       arrays += (np.asarray(source), np.asarray(keep, np.float32))
     noise = global_array(np.asarray(x_T, np.float32).reshape(1, self.latent_size, self.latent_size, -1), self._rep)

@@ -115,7 +115,8 @@ class DiffTalkPipeline:
       self.frontend = speech.for_config(self.config)
     except speech.FrontendError as e:
       raise GenerateError(f'--model {model}: {e}') from None
-    self.codec = difftalk_codec.DiffTalkCodec(net, self.config, steps=o.steps, batch=o.batch)
+    self.codec = difftalk_codec.DiffTalkCodec(net, self.config, steps=o.steps, batch=o.batch,
+                                              **self._codec_options())
     self.x_T = self.codec.seed_noise(o.seed)
     size = self.codec.image_size
     if o.video:
@@ -156,6 +157,14 @@ class DiffTalkPipeline:
     self._before_frames(order, feats, info)
     return Video(frames=self._frames(order, feats), num_frames=n, size=self.size, audio=speech, info=info)
 
+  def _codec_options(self) -> dict:
+    """A hook for method-specific DiffTalkCodec arguments (the landmark pipeline's guidance)."""
+    return {}
+
+  def _guide(self, ii: np.ndarray, jj: np.ndarray) -> dict[str, np.ndarray] | None:
+    """A hook: the guidance branch's conditions for output frames `ii` from source frames `jj` (None: unguided)."""
+    return None
+
   def _before_frames(self, order: np.ndarray, feats: np.ndarray, info: dict) -> None:
     """A hook for what a method computes over the whole output before drawing frames (landmark tracks)."""
 
@@ -189,13 +198,13 @@ class DiffTalkPipeline:
         ex, region = self._conditions(ii, jj, crops, feats)
         if o.inpaint:
           keep = np.stack([jaw_keep_mask(p, size) for p in region])
-          faces = self.codec.sample(ex, self.x_T, source=crops, keep=keep)
+          faces = self.codec.sample(ex, self.x_T, source=crops, keep=keep, guide=self._guide(ii, jj))
           # Outside the jaw the decode is the first stage's copy of the source: take the source's own pixels
           # there, with a feathered edge, so only the jaw region changes.
           alpha = np.stack([feathered(k) for k in keep])
           faces = np.round(src.crops[jj] * alpha + faces * (1 - alpha)).astype(np.uint8)
         else:
-          faces = self.codec.sample(ex, self.x_T)
+          faces = self.codec.sample(ex, self.x_T, guide=self._guide(ii, jj))
         for k, face, j in zip(use, faces, jj):
           out[k] = paste_back.paste_face(src.frames[j], face, src.boxes[j]) if src.paste else face
       yield np.stack(out)

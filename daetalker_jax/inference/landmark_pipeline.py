@@ -13,7 +13,13 @@ The face sources, the one shared x_T, the jaw-region inpainting, the feathered p
   3. The renderer draws frame i from the source frame's masked crop, the reference crop and the 68 landmarks
      (the source's context points, the track's motion points); the generated region is the convex hull of the
      source's jaw polygon and the track's motion points, so a mouth opening wider than the source's still fits.
-`info` adds the track (`motion`, (N, 29, 2) fractions of the crop) and, against the source's own landmarks
+  4. Mean-mouth guidance (`guidance` w, default the config's diffusion.guidance; 1 = off): every DDIM step also
+     runs the renderer with the clip's mean mouth (`mean_mouth`: the track averaged over frames in the
+     pose-normalised frame, put back in each frame's pose) in place of the frame's motion points, and takes
+     eps = eps(mean) + w (eps(frame) - eps(mean)) -- classifier-free guidance whose unconditional branch is the
+     average mouth, as DAE-Talker's mean-latent guidance (diffusion.paired_guided_eps_fn). It widens what the
+     renderer draws where the track departs from the average (openings, closures); twice the UNet calls.
+`info` adds the track (`motion`, (N, 29, 2) fractions of the crop), `guidance` and, against the source's own landmarks
 (meaningful when the source is the clip that was spoken, as in evaluation): `lmd` (% of the side),
 `opening_r` and `landmark_jitter_ratio` (mean frame-to-frame motion of the track / of the source's).
 
@@ -43,6 +49,8 @@ class LandmarkOptions(dtp.DiffTalkOptions):
   landmarks: str = ''          # a landmark track file that drives the mouth instead of the audio
   smooth: float = 0.5          # sigma (frames) of the zero-lag Gaussian over the landmark track; 0 = off
                                # (1.0 cut the demo track's peak openings by ~10%: docs/RESULTS.md)
+  guidance: float | None = None  # mean-mouth guidance scale (module doc, 4.); None: the config's
+                                 # diffusion.guidance (1 = off when the config has none)
 
 
 def smooth_track(points: np.ndarray, sigma: float) -> np.ndarray:
@@ -55,6 +63,16 @@ def smooth_track(points: np.ndarray, sigma: float) -> np.ndarray:
   padded = np.pad(points, ((r, r), (0, 0), (0, 0)), mode='reflect' if len(points) > r else 'edge')
   return np.stack([np.tensordot(k, padded[i:i + 2 * r + 1], axes=(0, 0)) for i in range(len(points))]
                   ).astype(np.float32)
+
+
+def mean_mouth(track: np.ndarray, context: np.ndarray) -> np.ndarray:
+  """The clip's average mouth in every frame's pose: `track` (N, 29, 2) motion points and `context` (N, 39, 2) the
+  frames' context points (image fractions) -> (N, 29, 2), the mean over frames of the pose-normalised track put
+  back in each frame's pose frame (the reference branch of mean-mouth guidance)."""
+  frame = a2l.pose_frame(np.asarray(context, np.float32)[:, None])
+  normed = np.asarray(a2l.normalise(np.asarray(track, np.float32)[:, None], frame))
+  mean = np.broadcast_to(normed.mean(axis=0, keepdims=True), normed.shape)
+  return np.asarray(a2l.to_image(mean, frame)[:, 0], np.float32)
 
 
 def load_track(path: str, n: int) -> np.ndarray:
@@ -102,11 +120,20 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
       raise GenerateError(f'--smooth={options.smooth}: must be >= 0')
     if options.landmarks and not os.path.isfile(options.landmarks):
       raise GenerateError(f'--landmarks={options.landmarks}: no such file')
+    g = options.guidance
+    if g is not None and not (np.isfinite(g) and 0 < g <= 10):
+      raise GenerateError(f'--guidance={g}: must be in (0, 10] (1 = off)')
     super().__init__(model, options)
     graphdef = nnx.graphdef(self.model.stage_a)
     self._stage_a_state = nnx.state(self.model.stage_a)
     self._stage_a = jax.jit(lambda state, a, c, r: nnx.merge(graphdef, state)(a, c, r))
     self.motion: np.ndarray | None = None
+    self.neutral: np.ndarray | None = None     # the guidance branch's motion points (mean_mouth of the track)
+
+  def _codec_options(self) -> dict:
+    g = self.options.guidance
+    self.guidance = float(self.config.diffusion.get('guidance', 1.0) if g is None else g)
+    return dict(guidance=self.guidance, guide_keys=('landmarks',))
 
   @property
   def ref_landmarks(self) -> np.ndarray:
@@ -142,9 +169,13 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
     else:
       track = self.motion_track(order, feats)
     self.motion = track
-    truth = self.source.landmarks[order][:, a2l.MOTION_LANDMARKS]
     ok = self.source.valid[order]
-    info.update(motion=track, **(track_scores(track[ok], truth[ok]) if ok.sum() > 1 else {}))
+    lm = np.where(ok[:, None, None], self.source.landmarks[order], self.ref_landmarks)   # faceless: the reference's
+    truth = lm[:, a2l.MOTION_LANDMARKS]
+    if self.guidance != 1.0:
+      self.neutral = mean_mouth(track, lm[:, examples.CONTEXT_LANDMARKS])
+    info.update(motion=track, guidance=self.guidance,
+                **(track_scores(track[ok], truth[ok]) if ok.sum() > 1 else {}))
 
   def _conditions(self, ii, jj, crops, feats):
     lm = self.source.landmarks[jj]
@@ -154,3 +185,9 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
           'landmarks': np.asarray(a2l.join_68(lm[:, examples.CONTEXT_LANDMARKS], motion), np.float32),
           'ref_landmarks': np.repeat(self.ref_landmarks[None], len(jj), 0).astype(np.float32)}
     return ex, np.concatenate([lm[:, list(dtp.JAW_POLYGON)], motion], axis=1)
+
+  def _guide(self, ii, jj):
+    if self.neutral is None:
+      return None
+    context = self.source.landmarks[jj][:, examples.CONTEXT_LANDMARKS]
+    return {'landmarks': np.asarray(a2l.join_68(context, self.neutral[ii]), np.float32)}
