@@ -224,6 +224,8 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
   frames: list[np.ndarray] = []
   if noise == 'invert':   # DDIM-invert a closed-mouth, frontal training frame: one shared x_T
     noise = 'invert:{}:{}'.format(*neutral_frame(data))
+  if guidance is None:    # the sampling field of the config the demo trains, also for a reused checkpoint
+    guidance = float(dae_want.diffusion.get('guidance', 1.0))
   opts = generate.Options(steps=sample_steps, guidance=guidance, noise=noise, data_dir=str(data), batch=16,
                           pose=f'reference:{clip_id}' if pose == 'reference' else pose)
   t0 = time.perf_counter()

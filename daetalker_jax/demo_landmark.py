@@ -62,6 +62,8 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
   stage('6 train end to end', has(e2e_dir, e2e_steps, e_want),
         lambda: train(e_want, data, e2e_dir, e2e_steps, None, evaluate=False), timings)
 
+  if guidance is None:    # the sampling field of the config the demo trains, also for a reused checkpoint
+    guidance = float(e_want.diffusion.guidance)
   # 7. An unseen identity's clips, dubbed with their own speech (the first by both models).
   from daetalker_jax.inference import landmark_pipeline as lmp  # pylint: disable=g-import-not-at-top
   from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
