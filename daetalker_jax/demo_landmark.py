@@ -87,7 +87,7 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
       timings['7 score the other held-out clips'] = time.perf_counter() - t0
     results[tag] = r
   apart = {k: v for k, v in results.get('_apart', {}).items() if isinstance(v, (int, float))}
-  return dict(results[''], apart=apart, guidance=pipe.guidance, total_s=time.perf_counter() - t_start, timings=timings)
+  return dict(results[''], apart=apart, guidance=guidance, total_s=time.perf_counter() - t_start, timings=timings)
 
 
 def summary(res: dict) -> str:
@@ -97,7 +97,7 @@ def summary(res: dict) -> str:
       demo_difftalk.summary(res),
       f'[demo] landmarks, all held-out clips: LMD {res["heldout"]["lmd"]:.2f} % of the side, opening r '
       f'{res["heldout"]["opening_r"]:.2f}; the first clip: LMD {res["lmd"]:.2f} %, opening r {res["opening_r"]:.2f}, '
-      f'landmark jitter ratio {res["landmark_jitter_ratio"]:.2f}; mean-mouth guidance {res.get("guidance", 1.0):g}']
+      f'landmark jitter ratio {res["landmark_jitter_ratio"]:.2f}; mean-mouth guidance {res["guidance"]:g}']
   if a:
     lines.append(
       f'[demo] ablation on the first clip, the two stages trained apart: strict r {a["strict_r"]:.3f}, recall '

@@ -40,6 +40,7 @@ import numpy as np
 from daetalker_jax.data import examples
 from daetalker_jax.inference import difftalk_pipeline as dtp
 from daetalker_jax.inference.errors import GenerateError
+from daetalker_jax.inference.pipeline import check_guidance
 from daetalker_jax.models import audio2landmarks as a2l
 
 
@@ -120,9 +121,7 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
       raise GenerateError(f'--smooth={options.smooth}: must be >= 0')
     if options.landmarks and not os.path.isfile(options.landmarks):
       raise GenerateError(f'--landmarks={options.landmarks}: no such file')
-    g = options.guidance
-    if g is not None and not (np.isfinite(g) and 0 < g <= 10):
-      raise GenerateError(f'--guidance={g}: must be in (0, 10] (1 = off)')
+    check_guidance(options.guidance)
     super().__init__(model, options)
     graphdef = nnx.graphdef(self.model.stage_a)
     self._stage_a_state = nnx.state(self.model.stage_a)

@@ -94,14 +94,19 @@ def parse_noise(spec: str) -> tuple[str, Any]:
   raise GenerateError(f'--noise={spec!r}: expected seed:N or invert:CLIP_ID:FRAME')
 
 
+def check_guidance(guidance: float | None) -> None:
+  """--guidance of any guided method: None (the model config's) or a scale in (0, 10] (1 = off)."""
+  if guidance is not None and not (math.isfinite(guidance) and 0 < guidance <= 10):
+    raise GenerateError(f'--guidance={guidance}: must be in (0, 10] (1 = off)')
+
+
 def validate_options(opts: Options) -> None:
   """Raises GenerateError for any option that cannot work (cheap checks, no model loaded)."""
   if opts.steps < 1 or opts.steps > 1000:
     raise GenerateError(f'--steps={opts.steps}: must be in 1..1000')
   if opts.batch < 1:
     raise GenerateError(f'--batch={opts.batch}: must be >= 1')
-  if opts.guidance is not None and not (math.isfinite(opts.guidance) and 0 < opts.guidance <= 10):
-    raise GenerateError(f'--guidance={opts.guidance}: must be in (0, 10] (1 = off)')
+  check_guidance(opts.guidance)
   if opts.smooth < 0 or not math.isfinite(opts.smooth):
     raise GenerateError(f'--smooth={opts.smooth}: must be a finite sigma >= 0 (frames)')
   if not math.isfinite(opts.pose_scale):
