@@ -92,6 +92,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # trained model. The CPU demo: 2 (docs/RESULTS.md, mean-mouth guidance table: recall 0.40 -> 0.62, strict r
   # 0.65 -> 0.71, amplitude 0.29 -> 0.50 on the unseen person's 4 clips; 2.5 and 3 scored lower).
   config.diffusion.guidance = 2.0 if variant == 'demo' else 1.0
+  # The landmark track of generation (inference/landmark_pipeline.py), sampling only like guidance: Stage A's
+  # departure from the clip's mean mouth times motion_scale (1 = as predicted). The CPU demo: 1.3 (docs/RESULTS.md,
+  # session 11 table: with the 1000-step renderer recall 0.58 -> 0.70, amplitude 0.47 -> 0.54, the same as the
+  # true track's 0.69 / 0.52: Stage A's openings are ~1/1.3 of the real ones).
+  config.track = ml_collections.ConfigDict()
+  config.track.motion_scale = 1.3 if variant == 'demo' else 1.0
 
   config.loss = ml_collections.ConfigDict()
   # Weight of the mouth box's latent pixels (1: plain eps MSE); the CPU demo takes DiffTalk's demo weight, 5

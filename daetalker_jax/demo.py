@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--guidance', type=float, default=None,
                  help="guidance scale of generation: dae_talker mean-latent, landmark mean-mouth (default: the "
                       "model config's diffusion.guidance; --preset quality: 1 = off)")
+  p.add_argument('--motion-scale', type=float, default=None,
+                 help="--method landmark: gain on Stage A's mouth motion around the clip's mean mouth (default: the "
+                      "model config's track.motion_scale)")
   p.add_argument('--noise', default='seed:0',
                  help="shared x_T: 'seed:N', or 'invert' (DDIM inversion of a closed-mouth, frontal training frame)")
   p.add_argument('--crop', default=None, help="face crops: 'none' (the whole frame) or 'face' (a box around the "
@@ -343,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   if args.ablation and args.method != 'landmark':
     p.error('--ablation is for --method landmark')
+  if args.motion_scale is not None and args.method != 'landmark':
+    p.error('--motion-scale is for --method landmark')
   if args.method in ('difftalk', 'landmark'):
     return _main_generic(args, p)
   args.out = args.out or 'runs/demo'
@@ -402,6 +407,8 @@ def _main_generic(args, parser) -> int:
     settings['ablation'] = True
   if args.guidance is not None:
     settings['guidance'] = args.guidance
+  if args.motion_scale is not None:
+    settings['motion_scale'] = args.motion_scale
   try:
     res = module.run(args.out, **settings, **{k: overrides[s] for k, s in zip(keys, stages)})
   except DemoError as e:

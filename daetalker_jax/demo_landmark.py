@@ -10,7 +10,8 @@ Stages (each skipped when its output exists, so an interrupted demo resumes):
      (configs/talkformer.py:variant=demo)                                                   → OUT/renderer
   6. both stages end to end from stage 5 (configs/talkformer.py:variant=demo,stage=e2e)     → OUT/talkformer
   7. the test-split clips (an unseen identity; the first `heldout_clips`, 4) dubbed with their own speech by the
-     end-to-end model (with the config's mean-mouth guidance, 2: `demo --guidance W` overrides it), scored
+     end-to-end model (with the config's mean-mouth guidance, 2, and track motion scale, 1.3: `demo --guidance W
+     --motion-scale S` override them), scored
      against the real frames (strict mouth metrics, PSNR/SSIM, LMD of the predicted
      landmarks, jitter): mouths.png, side_by_side.mp4 (first clip), heldout.json (every clip and their
      frame-weighted mean: the headline). With `ablation` (`demo --ablation`), the first clip also by the stage-5
@@ -32,7 +33,7 @@ PRESET = dict(identities=8, clips=32, seconds=4.0, video_size=128, image_size=64
 def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0, video_size: int = 128,
         image_size: int = 64, ae_steps: int = 450, a_steps: int = 1500, b_steps: int = 650, e2e_steps: int = 100,
         sample_steps: int = 20, heldout_clips: int = 4, ablation: bool = False, seed: int = 0,
-        guidance: float | None = None,
+        guidance: float | None = None, motion_scale: float | None = None,
         ae_overrides: dict[str, str] | None = None, a_overrides: dict[str, str] | None = None, b_overrides: dict[str, str] | None = None) -> dict:
   """Runs every stage into `out`; returns paths, timings and the metrics of both models on the unseen clips."""
   from configs import landmarks as lm_config  # pylint: disable=g-import-not-at-top
@@ -62,8 +63,10 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
   stage('6 train end to end', has(e2e_dir, e2e_steps, e_want),
         lambda: train(e_want, data, e2e_dir, e2e_steps, None, evaluate=False), timings)
 
-  if guidance is None:    # the sampling field of the config the demo trains, also for a reused checkpoint
+  if guidance is None:    # the sampling fields of the config the demo trains, also for a reused checkpoint
     guidance = float(e_want.diffusion.guidance)
+  if motion_scale is None:
+    motion_scale = float(e_want.track.motion_scale)
   # 7. An unseen identity's clips, dubbed with their own speech (the first by both models).
   from daetalker_jax.inference import landmark_pipeline as lmp  # pylint: disable=g-import-not-at-top
   from daetalker_jax.evaluation import generic  # pylint: disable=g-import-not-at-top
@@ -76,7 +79,7 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
   for tag, workdir in models:
     pipe = lmp.LandmarkPipeline(str(workdir), lmp.LandmarkOptions(clip=clip['clip_id'], data_dir=str(data),
                                                                   steps=sample_steps, batch=50,
-                                                                  guidance=guidance))
+                                                                  guidance=guidance, motion_scale=motion_scale))
     r = demo_difftalk.score_clip(pipe, clip, root, tag, colours)
     info = r.pop('info')
     r.update(lmd=info['lmd'], opening_r=info['opening_r'], landmark_jitter_ratio=info['landmark_jitter_ratio'])
@@ -87,7 +90,8 @@ def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0,
       timings['7 score the other held-out clips'] = time.perf_counter() - t0
     results[tag] = r
   apart = {k: v for k, v in results.get('_apart', {}).items() if isinstance(v, (int, float))}
-  return dict(results[''], apart=apart, guidance=guidance, total_s=time.perf_counter() - t_start, timings=timings)
+  return dict(results[''], apart=apart, guidance=guidance, motion_scale=motion_scale,
+              total_s=time.perf_counter() - t_start, timings=timings)
 
 
 def summary(res: dict) -> str:
@@ -97,7 +101,8 @@ def summary(res: dict) -> str:
       demo_difftalk.summary(res),
       f'[demo] landmarks, all held-out clips: LMD {res["heldout"]["lmd"]:.2f} % of the side, opening r '
       f'{res["heldout"]["opening_r"]:.2f}; the first clip: LMD {res["lmd"]:.2f} %, opening r {res["opening_r"]:.2f}, '
-      f'landmark jitter ratio {res["landmark_jitter_ratio"]:.2f}; mean-mouth guidance {res["guidance"]:g}']
+      f'landmark jitter ratio {res["landmark_jitter_ratio"]:.2f}; mean-mouth guidance {res["guidance"]:g}, '
+      f'motion scale {res.get("motion_scale", 1.0):g}']
   if a:
     lines.append(
       f'[demo] ablation on the first clip, the two stages trained apart: strict r {a["strict_r"]:.3f}, recall '

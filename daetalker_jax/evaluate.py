@@ -259,6 +259,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--guidance', type=float, default=None,
                  help="dae_talker: mean-latent guidance scale (default: the DAE config's diffusion.guidance); "
                       "landmark: mean-mouth guidance scale (default: the model config's diffusion.guidance)")
+  p.add_argument('--motion-scale', type=float, default=None,
+                 help="landmark: gain on Stage A's mouth motion around the clip's mean mouth (default: the model "
+                      "config's track.motion_scale; 1 = as predicted)")
   p.add_argument('--syncnet', default='', help='syncnet_v2.model (joonson/syncnet_python) for LSE-C/LSE-D')
   p.add_argument('--out', default='results.json',
                  help='results .json file, or a folder for results.json + sheet.png (default results.json)')
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     return _main_generic(args)
   if not args.dae or not args.s2l:
     print('error: --method dae_talker needs --dae DAE_WORKDIR and --s2l S2L_WORKDIR', file=sys.stderr)
+    return 1
+  if args.motion_scale is not None:
+    print('error: --motion-scale is for --method landmark', file=sys.stderr)
     return 1
   try:
     evaluate(args.dae, args.s2l, args.data, args.split, max_clips=args.max_clips, max_frames=args.max_frames,
@@ -299,9 +305,12 @@ def _main_generic(args) -> int:
     clips = list(iter_eval_clips(args.data, args.split, args.max_clips, args.max_frames))
     common = dict(clip=clips[0]['clip_id'], data_dir=args.data, steps=args.steps, batch=args.batch, seed=args.seed)
     if args.method == 'landmark':
-      pipe = inference.LandmarkPipeline(args.model, inference.LandmarkOptions(**common, guidance=args.guidance))
+      pipe = inference.LandmarkPipeline(args.model, inference.LandmarkOptions(
+          **common, guidance=args.guidance, motion_scale=args.motion_scale))
     elif args.guidance is not None:
       raise EvaluateError('--guidance is for --method dae_talker and landmark')
+    elif args.motion_scale is not None:
+      raise EvaluateError('--motion-scale is for --method landmark')
     else:
       pipe = dtp.DiffTalkPipeline(args.model, dtp.DiffTalkOptions(**common))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

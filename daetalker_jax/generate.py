@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
   g.add_argument('--landmarks', default='',
                  help='drive the mouth from a landmark track (.npy/.npz, (frames, 68|29, 2) fractions of the face '
                       'crop) instead of the audio')
+  g.add_argument('--motion-scale', type=float, default=None,
+                 help="gain on Stage A's mouth motion around the clip's mean mouth (default: the model config's "
+                      "track.motion_scale; 1 = as predicted)")
   return p
 
 
@@ -139,6 +142,8 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     raise GenerateError('--landmarks drives --method landmark only')
   if args.guidance is not None and args.method == 'difftalk':
     raise GenerateError('--guidance is for --method dae_talker and landmark')
+  if args.motion_scale is not None and args.method != 'landmark':
+    raise GenerateError('--motion-scale is for --method landmark')
   if args.method in ('difftalk', 'landmark'):
     if not args.model:
       task = {'difftalk': 'difftalk', 'landmark': 'talkformer'}[args.method]
@@ -148,6 +153,7 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                   seed=args.seed, batch=args.batch, inpaint=not args.no_inpaint, length=args.length)
     if args.method == 'landmark':
       opts = inference.LandmarkOptions(**common, landmarks=args.landmarks, guidance=args.guidance,
+                                       motion_scale=args.motion_scale,
                                        smooth=0.5 if args.smooth is None else args.smooth)
     else:
       opts = inference.DiffTalkOptions(**common)

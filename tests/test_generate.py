@@ -372,3 +372,8 @@ def test_demo_presets_and_guidance_flags(tmp_path, capsys):
     demo.main(['--method', 'difftalk', '--guidance', '2', '--out', str(tmp_path / 'dt')])
   assert e.value.code == 2 and '--guidance is for --method dae_talker and landmark' in capsys.readouterr().err
   assert not (tmp_path / 'dt').exists()
+  for method in ('difftalk', 'dae_talker'):   # --motion-scale is landmark diffusion's, refused before any work
+    with pytest.raises(SystemExit) as e:
+      demo.main(['--method', method, '--motion-scale', '1.3', '--out', str(tmp_path / method)])
+    assert e.value.code == 2 and '--motion-scale is for --method landmark' in capsys.readouterr().err
+    assert not (tmp_path / method).exists()

@@ -369,3 +369,48 @@ def test_mean_mouth_guidance(trained, tiny_dataset, tmp_path):
                             '--guidance', '2'])
   with pytest.raises(GenerateError, match='--guidance is for --method dae_talker and landmark'):
     generate.pipeline_kwargs(args)
+
+
+def test_motion_scale_widens_stage_as_track_around_its_mean(trained, tiny_dataset, tmp_path):
+  """track.motion_scale / --motion-scale: Stage A's departure from the clip's mean mouth (pose-normalised frame)
+  times the gain, the mean kept; a --landmarks file is used as given; bad gains and other methods are refused."""
+  from daetalker_jax import generate  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  normed = np.random.default_rng(0).normal(size=(6, 29, 2)).astype(np.float32)
+  wide = lmp.scale_motion(normed, 2.0)
+  np.testing.assert_allclose(wide.mean(0), normed.mean(0), atol=1e-6)
+  np.testing.assert_allclose(wide - wide.mean(0), 2.0 * (normed - normed.mean(0)), atol=1e-5)
+  assert lmp.scale_motion(normed, 1.0) is normed
+  assert tf_config.get_config('variant=demo').track.motion_scale == 1.3
+  assert tf_config.get_config('variant=tiny').track.motion_scale == 1.0
+
+  _, _, e_dir = trained
+  clip = next(dataset.iterate_clips(tiny_dataset, 'test'))
+  speech = clip['audio'][:8 * 640].astype(np.float32) / 32768.0
+  common = dict(clip=clip['clip_id'], data_dir=str(tiny_dataset), steps=2, batch=8, smooth=0)
+
+  def normalised_track(scale, **kw):
+    pipe = lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, motion_scale=scale, **kw))
+    video = pipe(speech)
+    ctx = pipe.source.landmarks[video.info['source_order']][:, examples.CONTEXT_LANDMARKS]
+    frame = a2l.pose_frame(np.asarray(ctx, np.float32)[:, None])
+    return pipe, video, np.asarray(a2l.normalise(video.info['motion'][:, None], frame))[:, 0]
+
+  plain, video, one = normalised_track(None)
+  assert plain.motion_scale == 1.0 and video.info['motion_scale'] == 1.0   # the tiny config's default
+  _, video, two = normalised_track(2.0)
+  assert video.info['motion_scale'] == 2.0
+  np.testing.assert_allclose(two.mean(0), one.mean(0), atol=1e-4)
+  np.testing.assert_allclose(two - two.mean(0), 2.0 * (one - one.mean(0)), atol=1e-4)
+  assert np.abs(one - one.mean(0)).max() > 1e-3                          # Stage A's track does move
+  track = np.asarray(clip['landmarks'][:8], np.float32) / clip['images'].shape[1]
+  np.save(tmp_path / 'track.npy', track)
+  _, video, _ = normalised_track(2.0, landmarks=str(tmp_path / 'track.npy'))
+  np.testing.assert_allclose(video.info['motion'], track[:, a2l.MOTION_LANDMARKS])
+  assert video.info['motion_scale'] == 1.0
+  with pytest.raises(GenerateError, match=r'--motion-scale=-1.0: must be in \[0, 3\]'):
+    lmp.LandmarkPipeline(str(e_dir), lmp.LandmarkOptions(**common, motion_scale=-1.0))
+  args = generate._parser().parse_args(['--method', 'difftalk', '--audio', 'a.wav', '--out', 'o.mp4',  # pylint: disable=protected-access
+                                        '--model', str(e_dir), '--motion-scale', '1.3'])
+  with pytest.raises(GenerateError, match='--motion-scale is for --method landmark'):
+    generate.pipeline_kwargs(args)

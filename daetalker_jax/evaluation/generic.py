@@ -181,6 +181,7 @@ def evaluate_clips(pipeline, clips: Iterable[dict[str, Any]], out: str, *, make_
   summary = summarise(per_clip)
   weights = np.array([c['num_frames'] for c in per_clip], np.float64)
   results = {'method': pipeline.method, 'guidance': getattr(pipeline, 'guidance', 1.0),
+             **({'motion_scale': pipeline.motion_scale} if hasattr(pipeline, 'motion_scale') else {}),
              'num_clips': len(per_clip), 'num_frames': int(weights.sum()),
              'identities': sorted({c['identity'] for c in per_clip}), 'summary': summary, 'clips': per_clip,
              'timing': {'total_s': time.perf_counter() - t_start,

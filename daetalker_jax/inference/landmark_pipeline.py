@@ -9,7 +9,10 @@ The face sources, the one shared x_T, the jaw-region inpainting, the feathered p
      frame's 39 context landmarks and K landmark sets of the source (`motion_track`); or `landmarks` (a file)
      gives them: control of the mouth by a landmark track instead of audio.
   2. The track is smoothed over time with a centred Gaussian (`smooth_track`: zero lag, the filter is
-     symmetric), in each frame's pose-normalised frame.
+     symmetric), in each frame's pose-normalised frame; then its departure from the clip's mean mouth is
+     multiplied by `motion_scale` (default the config's track.motion_scale; 1 = as predicted): a regression
+     from audio draws its peak openings smaller than the real ones, and the gain undoes that
+     (`scale_motion`; docs/RESULTS.md). A --landmarks file is used as given.
   3. The renderer draws frame i from the source frame's masked crop, the reference crop and the 68 landmarks
      (the source's context points, the track's motion points); the generated region is the convex hull of the
      source's jaw polygon and the track's motion points, so a mouth opening wider than the source's still fits.
@@ -52,6 +55,8 @@ class LandmarkOptions(dtp.DiffTalkOptions):
                                # (1.0 cut the demo track's peak openings by ~10%: docs/RESULTS.md)
   guidance: float | None = None  # mean-mouth guidance scale (module doc, 4.); None: the config's
                                  # diffusion.guidance (1 = off when the config has none)
+  motion_scale: float | None = None  # gain on Stage A's departure from the mean mouth (module doc, 2.);
+                                     # None: the config's track.motion_scale (1 when the config has none)
 
 
 def smooth_track(points: np.ndarray, sigma: float) -> np.ndarray:
@@ -64,6 +69,14 @@ def smooth_track(points: np.ndarray, sigma: float) -> np.ndarray:
   padded = np.pad(points, ((r, r), (0, 0), (0, 0)), mode='reflect' if len(points) > r else 'edge')
   return np.stack([np.tensordot(k, padded[i:i + 2 * r + 1], axes=(0, 0)) for i in range(len(points))]
                   ).astype(np.float32)
+
+
+def scale_motion(normed: np.ndarray, scale: float) -> np.ndarray:
+  """(N, 29, 2) pose-normalised motion points with their departure from the mean over frames times `scale`."""
+  if scale == 1.0:
+    return normed
+  mean = normed.mean(axis=0, keepdims=True)
+  return (mean + scale * (normed - mean)).astype(np.float32)
 
 
 def mean_mouth(track: np.ndarray, context: np.ndarray) -> np.ndarray:
@@ -122,7 +135,12 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
     if options.landmarks and not os.path.isfile(options.landmarks):
       raise GenerateError(f'--landmarks={options.landmarks}: no such file')
     check_guidance(options.guidance)
+    if options.motion_scale is not None and not 0.0 <= options.motion_scale <= 3.0:
+      raise GenerateError(f'--motion-scale={options.motion_scale}: must be in [0, 3] (1 = as predicted)')
     super().__init__(model, options)
+    track = self.config.get('track', {})
+    self.motion_scale = float(track.get('motion_scale', 1.0) if options.motion_scale is None
+                              else options.motion_scale)
     graphdef = nnx.graphdef(self.model.stage_a)
     self._stage_a_state = nnx.state(self.model.stage_a)
     self._stage_a = jax.jit(lambda state, a, c, r: nnx.merge(graphdef, state)(a, c, r))
@@ -140,7 +158,7 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
 
   def motion_track(self, order: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """Stage A's (N, 29, 2) motion points (fractions of the crop) for output frames from source frames `order`,
-    smoothed over time (module doc)."""
+    smoothed over time and scaled by motion_scale (module doc)."""
     src, cfg = self.source, self.config.model.stage_a
     t, k = int(cfg.num_frames), int(cfg.num_refs)
     n = len(order)
@@ -156,7 +174,7 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
       context = lm[order[win]][:, :, examples.CONTEXT_LANDMARKS]
       pred = np.asarray(self._stage_a(self._stage_a_state, audio, context, np.repeat(ref_sets[None], len(ii), 0)))
       out.append(pred[:, t // 2])                                                   # the centre frame's
-    normed = smooth_track(np.concatenate(out), self.options.smooth)
+    normed = scale_motion(smooth_track(np.concatenate(out), self.options.smooth), self.motion_scale)
     centre_ctx = lm[order][:, examples.CONTEXT_LANDMARKS]
     return np.asarray(a2l.to_image(normed[:, None], a2l.pose_frame(centre_ctx[:, None]))[:, 0], np.float32)
 
@@ -174,6 +192,7 @@ class LandmarkPipeline(dtp.DiffTalkPipeline):
     if self.guidance != 1.0:
       self.neutral = mean_mouth(track, lm[:, examples.CONTEXT_LANDMARKS])
     info.update(motion=track, guidance=self.guidance,
+                motion_scale=1.0 if self.options.landmarks else self.motion_scale,
                 **(track_scores(track[ok], truth[ok]) if ok.sum() > 1 else {}))
 
   def _conditions(self, ii, jj, crops, feats):
