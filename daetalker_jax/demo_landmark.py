@@ -27,11 +27,11 @@ import time
 import numpy as np
 
 PRESET = dict(identities=8, clips=32, seconds=4.0, video_size=128, image_size=64, ae_steps=450, a_steps=1500,
-              b_steps=650, e2e_steps=100, sample_steps=20, heldout_clips=4, ablation=False)
+              b_steps=1000, e2e_steps=100, sample_steps=20, heldout_clips=4, ablation=False)
 
 
 def run(out: str, *, identities: int = 8, clips: int = 32, seconds: float = 4.0, video_size: int = 128,
-        image_size: int = 64, ae_steps: int = 450, a_steps: int = 1500, b_steps: int = 650, e2e_steps: int = 100,
+        image_size: int = 64, ae_steps: int = 450, a_steps: int = 1500, b_steps: int = 1000, e2e_steps: int = 100,
         sample_steps: int = 20, heldout_clips: int = 4, ablation: bool = False, seed: int = 0,
         guidance: float | None = None, motion_scale: float | None = None,
         ae_overrides: dict[str, str] | None = None, a_overrides: dict[str, str] | None = None, b_overrides: dict[str, str] | None = None) -> dict:
