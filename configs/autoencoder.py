@@ -55,6 +55,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.l2_weight = 1.0               # L2 reconstruction (VQ-VAE's)
   config.loss.codebook_weight = 1.0         # weight of the VQ terms (LDM's codebook_weight)
   config.loss.beta = 0.25                   # commitment weight (VQ-VAE / LDM: 0.25)
+  # Weight of the mouth box's pixels in the two reconstruction means (1: plain means, LDM's loss); the box is
+  # landmarks 48-67's, grown by mouth_margin of its size on each side. The landmark demo sets 10
+  # (demo_landmark.AE_SETTINGS; docs/RESULTS.md, session 12: the 450-step autoencoder's own reconstruction of the
+  # unseen person's clips, recall 0.86 -> 1.00, amplitude 0.54 -> 0.86, and the landmark demo's recall 0.70 ->
+  # 0.91). DiffTalk's demo keeps 1: its denoiser on the weighted first stage measured recall 0.40 (0.70 plain).
+  config.loss.mouth_weight = 1.0
+  config.loss.mouth_margin = 0.25
 
   config.batch_size = 8 if small else 64    # global batch (split over the mesh's data axes)
   config.num_train_steps = 300 if small else 200_000   # optimizer steps

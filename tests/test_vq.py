@@ -194,6 +194,27 @@ def test_straight_through_and_losses():
     model.decode(jnp.zeros((1, 6, 8, 4)))
 
 
+def test_mouth_weight_weighs_the_mouth_box_of_the_reconstruction():
+  from configs import autoencoder as ae_config  # pylint: disable=g-import-not-at-top
+  from daetalker_jax.tasks import autoencoder  # pylint: disable=g-import-not-at-top
+  config = ae_config.get_config('variant=tiny')
+  model = autoencoder.create_model(config, nnx.Rngs(0))
+  x = jax.random.uniform(jax.random.key(2), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
+  box = jnp.array([[0.25, 0.5, 0.75, 0.75]] * 2)            # 16 x 8 pixels of 32 x 32 before the margin
+  batch = dict(image=x, mouth_box=box, mouth_valid=jnp.array([True, False]))
+  err = np.asarray(model(x)[0]) - np.asarray(x)
+  _, plain = autoencoder.loss_fn(config, model, {'image': x}, None, train=False)
+  np.testing.assert_allclose(float(plain['loss_l1']), np.abs(err).mean(), rtol=1e-5)
+  config.loss.mouth_weight, config.loss.mouth_margin = 5.0, 0.0
+  _, weighted = autoencoder.loss_fn(config, model, batch, None, train=False)
+  w = np.ones((2, 32, 32, 1))
+  w[0, 16:24, 8:24] = 5.0                                    # rows y 0.5-0.75, columns x 0.25-0.75; frame 1 has none
+  np.testing.assert_allclose(float(weighted['loss_l1']), (w * np.abs(err)).sum() / (w.sum() * 3), rtol=1e-5)
+  np.testing.assert_allclose(float(weighted['loss_l2']), (w * err ** 2).sum() / (w.sum() * 3), rtol=1e-5)
+  with pytest.raises(ValueError, match='mouth_weight needs batches with mouth_box'):
+    autoencoder.loss_fn(config, model, {'image': x}, None, train=False)
+
+
 def _scalars(workdir: pathlib.Path) -> dict[str, dict[int, float]]:
   """{tag: {step: value}} of the run's TensorBoard scalars."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -219,6 +240,7 @@ def test_autoencoder_task_trains(tiny_dataset, tmp_path):
   config.checkpoint_every_steps = 8
   config.eval_every_steps = 8
   config.log_every_steps = 1
+  config.loss.mouth_weight = 5.0   # as the landmark demo's first stage (batches carry the mouth box)
   workdir = tmp_path / 'ae'
   train.train_and_evaluate(config, str(workdir))
   assert (workdir / 'checkpoints' / '8').is_dir()

@@ -2,9 +2,12 @@
 
 Loss: the VQ-VAE objective, l1_weight * mean|x - x'| + l2_weight * mean (x - x')^2 + codebook_weight *
 (codebook + beta * commitment), with x' decoded from the straight-through quantised latent
-(config.loss). LDM trains its VQ-f4 with a patch-GAN discriminator and an LPIPS perceptual term on top;
-neither is here, so a run of this task alone gives blurrier reconstructions than the published model (start
-from its weights with config.pretrained to fine-tune). Also note LDM's quantiser weighs the two VQ terms
+(config.loss). `mouth_weight` > 1 makes the two means weigh the pixels of the mouth box (landmarks 48-67, grown
+by `mouth_margin`) that much more: the mouth is a few % of a face crop, and an autoencoder trained on the
+plain mean shrinks and blurs open mouths, which caps every renderer decoded by it. LDM trains its VQ-f4 with a
+patch-GAN discriminator and an LPIPS perceptual term on top; neither is here, so a run of this task alone
+gives blurrier reconstructions than the published model (start from its weights with config.pretrained to
+fine-tune). Also note LDM's quantiser weighs the two VQ terms
 the other way round (its "legacy" beta: commitment + beta * codebook); this task uses VQ-VAE's.
 Evaluation: the fixed validation frames reconstructed by the EMA model, written as a grid (rows: input,
 reconstruction) to TensorBoard and WORKDIR/recon/step_*.png, with eval/psnr and eval/codebook_usage (the
@@ -55,7 +58,7 @@ def load_pretrained(config: ml_collections.ConfigDict, model: vq.VQModel) -> boo
 # Data.
 # --------------------------------------------------------------------------------------------------------
 # The DAE task's frame stream and fixed validation frames (per-process share, resume by index) and its data
-# stats; with no mouth-weight or probe options in config.loss its batches are {'image'} only.
+# stats; its batches are {'image'}, plus mouth_box/mouth_valid when config.loss.mouth_weight != 1.
 make_datasets = dae_task.make_datasets
 data_stats = dae_task.data_stats
 
@@ -70,13 +73,19 @@ def codebook_usage(indices: jax.Array, n_embed: int) -> jax.Array:
 
 def loss_fn(config: ml_collections.ConfigDict, model: vq.VQModel, batch: dict[str, jax.Array],
             rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """l1 * mean|x - x'| + l2 * mean (x - x')^2 + codebook_weight * (codebook + beta * commitment)."""
+  """l1 * mean|x - x'| + l2 * mean (x - x')^2 + codebook_weight * (codebook + beta * commitment); with
+  config.loss.mouth_weight > 1 the two means weigh the mouth box's pixels that much more."""
   del rng, train   # Deterministic: no dropout, no noise.
   opts = config.loss
   x = batch['image']                                    # (B,H,W,3) in [-1, 1]
   recon, aux = model(x)
   err = recon.astype(jnp.float32) - x.astype(jnp.float32)
-  l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(jnp.square(err))
+  weight = dae_task.mouth_pixel_weight(config, batch, x.shape[1:3])    # (B,H,W,1) or None (mouth_weight 1)
+  if weight is None:
+    l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(jnp.square(err))
+  else:   # weighted means: the loss keeps its scale, the mouth box counts mouth_weight times per pixel
+    total = jnp.sum(weight) * err.shape[-1]
+    l1, l2 = jnp.sum(weight * jnp.abs(err)) / total, jnp.sum(weight * jnp.square(err)) / total
   vq_loss = aux['codebook_loss'] + float(opts.beta) * aux['commitment_loss']
   loss = float(opts.l1_weight) * l1 + float(opts.l2_weight) * l2 + float(opts.codebook_weight) * vq_loss
   return loss, {'loss_l1': l1, 'loss_l2': l2, 'loss_codebook': aux['codebook_loss'],

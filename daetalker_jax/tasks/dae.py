@@ -95,6 +95,22 @@ def _mouth_weight(config: ml_collections.ConfigDict) -> float:
   return float((config.get('loss', None) or {}).get('mouth_weight', 1.0))
 
 
+def mouth_pixel_weight(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
+                       size: tuple[int, int]) -> jax.Array | None:
+  """(B, H, W, 1) loss weights: config.loss.mouth_weight inside the mouth box (landmarks 48-67, grown by
+  `mouth_margin` of its size on each side) of the frames that have landmarks, 1 elsewhere; None when the weight
+  is 1 (off). Shared by the DAE and the autoencoder tasks, whose batches carry mouth_box/mouth_valid then."""
+  weight = _mouth_weight(config)
+  if weight == 1.0:
+    return None
+  if 'mouth_box' not in batch:
+    raise ValueError('config.loss.mouth_weight needs batches with mouth_box/mouth_valid (make_datasets)')
+  box = batch['mouth_box']
+  grow = float(config.loss.get('mouth_margin', 0.0)) * (box[:, 2:] - box[:, :2])
+  box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
+  return diffusion.box_weight(box, batch['mouth_valid'], size, weight)
+
+
 def _probe_weight(config: ml_collections.ConfigDict) -> float:
   return float((config.get('loss', None) or {}).get('mouth_probe_weight', 0.0))
 
@@ -125,14 +141,7 @@ def loss_fn(config: ml_collections.ConfigDict, model: unet.DiffusionAutoencoder,
   x0 = batch['image']                                   # (B,H,W,3) in [-1, 1]
   schedule = _schedule(config)
   opts = config.get('loss', None) or {}
-  pixel_weight = None
-  if _mouth_weight(config) != 1.0:
-    if 'mouth_box' not in batch:
-      raise ValueError('config.loss.mouth_weight needs batches with mouth_box/mouth_valid (make_datasets)')
-    box = batch['mouth_box']
-    grow = float(opts.get('mouth_margin', 0.0)) * (box[:, 2:] - box[:, :2])
-    box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
-    pixel_weight = diffusion.box_weight(box, batch['mouth_valid'], x0.shape[1:3], float(opts['mouth_weight']))
+  pixel_weight = mouth_pixel_weight(config, batch, x0.shape[1:3])
   gamma = float(opts.get('snr_gamma', 0.0)) or None
   cond = model.encode(x0)                               # (B, D), differentiated: encoder trains end to end
   loss, _ = diffusion.diffusion_loss(lambda x, t, c: model(x, t, cond=c), schedule, x0, rng, cond=cond,
