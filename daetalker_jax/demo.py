@@ -74,9 +74,11 @@ def _trained(block: str, config) -> object:
   return {k: v for k, v in plain.items() if k not in _SAMPLING_ONLY.get(block, ())}
 
 
-def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
+def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None, defaults=None) -> bool:
   """Whether `workdir` holds a checkpoint of at least `steps` steps; with `want` (the config the demo
-  would train), also that its model/diffusion settings are those, so a stale folder is not reused."""
+  would train), also that its model/diffusion/loss settings are those, so a stale folder is not reused.
+  `defaults` (the config of want's variant without the demo's overrides) gives the value of a field newer than
+  the checkpoint: such a checkpoint was trained with the field's default; without `defaults` it is refused."""
   from daetalker_jax import checkpoint  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint.checkpoint_dir(str(workdir))):
     return False
@@ -88,7 +90,12 @@ def _has_checkpoint(workdir: pathlib.Path, steps: int, want=None) -> bool:
     if want is not None:
       got = checkpoint.config_from_meta(ckpt.restore_meta(latest))
       for block in ('model', 'diffusion', 'loss'):   # (a checkpoint older than a block has its defaults)
-        if block in want and block in got and _trained(block, got) != _trained(block, want):
+        if block not in want or block not in got:
+          continue
+        had = _trained(block, got)
+        if defaults is not None and block in defaults:
+          had = {**{k: v for k, v in _trained(block, defaults).items() if k not in had}, **had}
+        if had != _trained(block, want):
           raise DemoError(f'{workdir} holds a model trained with other {block} settings than '
                           f'{want.variant!r} now uses; delete it (or pass another --out) to retrain')
     return True

@@ -36,6 +36,7 @@ def prepare_people(root: pathlib.Path, *, identities: int, clips: int, seconds: 
   from daetalker_jax import demo  # pylint: disable=g-import-not-at-top
   videos, data, ae_dir = root / 'videos', root / 'data', root / 'autoencoder'
   ae_want = demo._config(ae_config, 'demo', ae_overrides or {})  # pylint: disable=protected-access
+  ae_defaults = demo._config(ae_config, 'demo', {})  # pylint: disable=protected-access
   stage, train, data_prep = demo._stage, demo._train, demo._data_prep  # pylint: disable=protected-access
   stage('1 synthface', (videos / f'synth_{clips - 1:04d}.mp4').is_file(),
         lambda: data_prep('synthface', '--out', videos, '--clips', clips, '--seconds', seconds,
@@ -46,7 +47,8 @@ def prepare_people(root: pathlib.Path, *, identities: int, clips: int, seconds: 
         lambda: data_prep('prepare', '--src', videos, '--out', data, '--size', image_size, '--crop', 'face',
                           '--split-by', 'identity', '--val-fraction', frac, '--test-fraction', frac,
                           '--seed', seed, '--overwrite'), timings)
-  stage('3 train autoencoder', demo._has_checkpoint(ae_dir, ae_steps, ae_want),  # pylint: disable=protected-access
+  has_ae = demo._has_checkpoint(ae_dir, ae_steps, ae_want, ae_defaults)  # pylint: disable=protected-access
+  stage('3 train autoencoder', has_ae,
         lambda: train(ae_want, data, ae_dir, ae_steps, None), timings)
   return data, ae_dir
 

@@ -361,6 +361,18 @@ def test_demo_reuses_a_dae_across_sampling_only_fields(models):
   want.diffusion.prediction = 'v' if want.diffusion.prediction == 'eps' else 'eps'
   with pytest.raises(demo.DemoError, match='trained with other diffusion settings'):
     demo._has_checkpoint(pathlib.Path(models['dae']), 0, want)
+  # A field newer than the checkpoint: it was trained with the field's default, so it is reused only when the
+  # demo wants that default, and refused where the default is unknown.
+  want, defaults = dae_config.get_config('variant=tiny'), dae_config.get_config('variant=tiny')
+  for c in (want, defaults):
+    with c.model.unlocked():
+      c.model.newer_field = 1.0
+  with pytest.raises(demo.DemoError, match='trained with other model settings'):
+    demo._has_checkpoint(pathlib.Path(models['dae']), 0, want)
+  assert demo._has_checkpoint(pathlib.Path(models['dae']), 0, want, defaults)
+  want.model.newer_field = 2.0
+  with pytest.raises(demo.DemoError, match='trained with other model settings'):
+    demo._has_checkpoint(pathlib.Path(models['dae']), 0, want, defaults)
 
 
 def test_demo_presets_and_guidance_flags(tmp_path, capsys):
