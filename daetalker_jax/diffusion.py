@@ -124,9 +124,14 @@ def min_snr_weight(schedule: Schedule, t: jax.Array, gamma: float) -> jax.Array:
   return jnp.minimum(s, gamma) / (s if schedule.prediction == 'eps' else s + 1.0)
 
 
-def box_weight(boxes: jax.Array, valid: jax.Array, size: tuple[int, int], weight: float) -> jax.Array:
+def box_weight(boxes: jax.Array, valid: jax.Array, size: tuple[int, int], weight: float,
+               margin: float = 0.0) -> jax.Array:
   """(B, H, W, 1) pixel weights: `weight` inside each example's box, 1 elsewhere (and everywhere when the
-  box is not valid). boxes (B, 4) = (x0, y0, x1, y1) as fractions of the width / height; valid (B,) bool."""
+  box is not valid). boxes (B, 4) = (x0, y0, x1, y1) as fractions of the width / height; valid (B,) bool;
+  `margin` grows each box by that fraction of its size on every side."""
+  if margin:
+    grow = margin * (boxes[:, 2:] - boxes[:, :2])
+    boxes = jnp.concatenate([boxes[:, :2] - grow, boxes[:, 2:] + grow], axis=1)
   h, w = size
   ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
   xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
@@ -135,6 +140,15 @@ def box_weight(boxes: jax.Array, valid: jax.Array, size: tuple[int, int], weight
             (ys[None, :, None] >= b[:, 1:2]) & (ys[None, :, None] <= b[:, 3:4]))      # (B, H, W)
   inside &= jnp.asarray(valid, bool)[:, None, None]
   return jnp.where(inside, jnp.float32(weight), 1.0)[..., None]
+
+
+def weighted_mean(x: jax.Array, weight: jax.Array | None = None, axis=None) -> jax.Array:
+  """The mean of x over `axis` with weights broadcast to x's shape (e.g. `box_weight`); the plain mean when
+  `weight` is None. A weighted mean keeps the loss's scale whatever the weights."""
+  if weight is None:
+    return jnp.mean(x, axis=axis)
+  w = jnp.broadcast_to(weight.astype(jnp.float32), x.shape)
+  return jnp.sum(w * x, axis=axis) / jnp.sum(w, axis=axis)
 
 
 def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.Array, cond: Any = None, *,
@@ -158,12 +172,7 @@ def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.
   target = noise if schedule.prediction == 'eps' else v_target(schedule, x0, t, noise)
   out = model_fn(x_t, t, cond).astype(jnp.float32)
   axes = tuple(range(1, x0.ndim))
-  sq = jnp.square(out - target)
-  if pixel_weight is None:
-    per_example = jnp.mean(sq, axis=axes)
-  else:
-    pw = jnp.broadcast_to(pixel_weight.astype(jnp.float32), sq.shape)
-    per_example = jnp.sum(pw * sq, axis=axes) / jnp.sum(pw, axis=axes)
+  per_example = weighted_mean(jnp.square(out - target), pixel_weight, axis=axes)
   weighted = per_example if snr_gamma is None else per_example * min_snr_weight(schedule, t, snr_gamma)
   return weighted.mean(), {'loss_per_example': per_example, 't': t}
 

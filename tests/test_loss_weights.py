@@ -15,6 +15,8 @@ def test_box_weight_marks_the_box_only_when_valid():
   assert w.shape == (2, 4, 4, 1)
   np.testing.assert_array_equal(w[0, ..., 0], [[1, 1, 1, 1], [1, 1, 1, 1], [1, 5, 5, 1], [1, 5, 5, 1]])
   np.testing.assert_array_equal(w[1], 1.0)
+  grown = D.box_weight(jnp.array([[0.25, 0.5, 0.75, 0.75]]), jnp.array([True]), (4, 4), 5.0, margin=0.5)
+  np.testing.assert_array_equal(grown[0, ..., 0], [[1, 1, 1, 1], [5, 5, 5, 5], [5, 5, 5, 5], [5, 5, 5, 5]])
 
 
 def test_pixel_weight_moves_the_loss_towards_the_box():

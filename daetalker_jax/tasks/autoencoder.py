@@ -7,8 +7,8 @@ by `mouth_margin`) that much more: the mouth is a few % of a face crop, and an a
 plain mean shrinks and blurs open mouths, which caps every renderer decoded by it. LDM trains its VQ-f4 with a
 patch-GAN discriminator and an LPIPS perceptual term on top; neither is here, so a run of this task alone
 gives blurrier reconstructions than the published model (start from its weights with config.pretrained to
-fine-tune). Also note LDM's quantiser weighs the two VQ terms
-the other way round (its "legacy" beta: commitment + beta * codebook); this task uses VQ-VAE's.
+fine-tune). Also note LDM's quantiser weighs the two VQ terms the other way round (its "legacy" beta:
+commitment + beta * codebook); this task uses VQ-VAE's.
 Evaluation: the fixed validation frames reconstructed by the EMA model, written as a grid (rows: input,
 reconstruction) to TensorBoard and WORKDIR/recon/step_*.png, with eval/psnr and eval/codebook_usage (the
 fraction of codebook entries those frames use).
@@ -81,11 +81,7 @@ def loss_fn(config: ml_collections.ConfigDict, model: vq.VQModel, batch: dict[st
   recon, aux = model(x)
   err = recon.astype(jnp.float32) - x.astype(jnp.float32)
   weight = dae_task.mouth_pixel_weight(config, batch, x.shape[1:3])    # (B,H,W,1) or None (mouth_weight 1)
-  if weight is None:
-    l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(jnp.square(err))
-  else:   # weighted means: the loss keeps its scale, the mouth box counts mouth_weight times per pixel
-    total = jnp.sum(weight) * err.shape[-1]
-    l1, l2 = jnp.sum(weight * jnp.abs(err)) / total, jnp.sum(weight * jnp.square(err)) / total
+  l1, l2 = diffusion.weighted_mean(jnp.abs(err), weight), diffusion.weighted_mean(jnp.square(err), weight)
   vq_loss = aux['codebook_loss'] + float(opts.beta) * aux['commitment_loss']
   loss = float(opts.l1_weight) * l1 + float(opts.l2_weight) * l2 + float(opts.codebook_weight) * vq_loss
   return loss, {'loss_l1': l1, 'loss_l2': l2, 'loss_codebook': aux['codebook_loss'],

@@ -105,10 +105,8 @@ def mouth_pixel_weight(config: ml_collections.ConfigDict, batch: dict[str, jax.A
     return None
   if 'mouth_box' not in batch:
     raise ValueError('config.loss.mouth_weight needs batches with mouth_box/mouth_valid (make_datasets)')
-  box = batch['mouth_box']
-  grow = float(config.loss.get('mouth_margin', 0.0)) * (box[:, 2:] - box[:, :2])
-  box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
-  return diffusion.box_weight(box, batch['mouth_valid'], size, weight)
+  return diffusion.box_weight(batch['mouth_box'], batch['mouth_valid'], size, weight,
+                              margin=float(config.loss.get('mouth_margin', 0.0)))
 
 
 def _probe_weight(config: ml_collections.ConfigDict) -> float:

@@ -131,9 +131,8 @@ def mouth_pixel_weight(opts: ml_collections.ConfigDict, box: jax.Array, size: tu
   when the weight is 1: the plain eps MSE)."""
   if float(opts.mouth_weight) == 1.0:
     return None
-  grow = float(opts.mouth_margin) * (box[:, 2:] - box[:, :2])
-  box = jnp.concatenate([box[:, :2] - grow, box[:, 2:] + grow], axis=1)
-  return diffusion.box_weight(box, jnp.ones(box.shape[:1], bool), size, float(opts.mouth_weight))
+  return diffusion.box_weight(box, jnp.ones(box.shape[:1], bool), size, float(opts.mouth_weight),
+                              margin=float(opts.mouth_margin))
 
 
 def loss_fn(config: ml_collections.ConfigDict, model: difftalk.DiffTalk, batch: dict[str, jax.Array],
