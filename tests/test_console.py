@@ -1,30 +1,55 @@
 """The terminal: progress rate/ETA leave evals out; library logs go to the work folder's log file."""
 
 import logging
-import time
+import types
 
 from absl import logging as absl_logging
+import pytest
 
 from daetalker_jax import console
 
 
-def test_progress_rate_leaves_pauses_out(capsys):
+class _Clock:
+  """A fake perf_counter that moves only when told: the rate and ETA are exact, whatever the machine's load."""
+
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+  def sleep(self, seconds):
+    self.now += seconds
+
+
+def test_progress_rate_leaves_pauses_out(capsys, monkeypatch):
+  clock = _Clock()
+  monkeypatch.setattr(console, 'time', types.SimpleNamespace(perf_counter=clock))
   p = console.Progress(100, desc='t')
-  p.update(1)                      # the first step (compilation) is not counted
+  clock.sleep(5.0)                 # the first step (compilation): not counted
+  p.update(1)
   for k in range(2, 6):
-    time.sleep(0.02)
+    clock.sleep(0.02)
     p.update(k)
-  rate = p.steps_per_sec
-  assert 20 < rate < 60, rate      # ~50 steps/s (sleep 20 ms each)
+  assert p.steps_per_sec == pytest.approx(50.0)    # 4 steps in 80 ms
   p.pause()
-  time.sleep(0.3)                  # an "eval" as long as 15 steps
+  clock.sleep(0.3)                 # an "eval" as long as 15 steps
   p.resume()
-  time.sleep(0.02)
+  clock.sleep(0.02)
   p.update(6)
-  assert p.steps_per_sec > 0.8 * rate, (p.steps_per_sec, rate)
-  assert p.eta_seconds < 94 / (0.8 * rate)
+  assert p.steps_per_sec == pytest.approx(50.0)    # 5 steps in 100 ms of training; the eval left out
+  assert p.eta_seconds == pytest.approx(94 / 50.0)
   p.close()
   assert '6/100' in capsys.readouterr().out
+  # Without the pause the eval's time counts: the rate drops to 5 / 0.4 s.
+  q = console.Progress(100, desc='t')
+  q.update(1)
+  clock.sleep(0.1)
+  q.update(2)
+  clock.sleep(0.3)
+  q.update(3)
+  assert q.steps_per_sec == pytest.approx(2 / 0.4)
+  q.close()
 
 
 def test_setup_sends_library_logs_to_the_workdir(tmp_path, capsys):

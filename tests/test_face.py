@@ -177,7 +177,7 @@ def test_pose_solver_recovers_a_known_rotation():
 def test_pose_convention_matches_synthface():
   """synthface draws with R = Rz(roll) Ry(yaw) Rx(pitch) in axes with z towards the camera; ours
   has z away from it, so the same angles must give R_ours = F R_synth F with F = diag(1, 1, -1)."""
-  render = pytest.importorskip('data_prep.synthface_render')
+  from data_prep import synthface_render as render  # pylint: disable=g-import-not-at-top
   f = np.diag([1.0, 1.0, -1.0])
   synth_rotation = render._rotation  # pylint: disable=protected-access
   for yaw, pitch, roll in [(12, 0, 0), (0, 9, 0), (0, 0, 7), (-14, 6, -5)]:
@@ -470,7 +470,7 @@ def test_report_warnings(smoothed, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 def test_prepare_annotator(video):
-  prepare = pytest.importorskip('data_prep.prepare')
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
   annotator = prepare.make_annotator('auto', 64)   # data_prep.face registered 'auto' when imported
   annotator.begin('astronaut.mp4', None)
   frames = video.frames[64:76]

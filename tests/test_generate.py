@@ -295,17 +295,27 @@ def _bad_inputs(tmp: pathlib.Path, speech: dict, models: dict, dataset_dir: str)
   }
 
 
-def test_bad_inputs_fail_cleanly_without_output(models, speech, tiny_dataset, tmp_path, capsys):
-  for name, (case, message) in _bad_inputs(tmp_path, speech, models, str(tiny_dataset)).items():
-    out = tmp_path / 'out' / f'{name.replace(" ", "_")}.mp4'
-    rc, _, stderr = _run_main(['--audio', case['audio'], '--dae', case['dae'], '--s2l', case['s2l'],
-                               '--out', str(out), '--steps', str(STEPS), *case.get('extra', [])], capsys)
-    assert rc == 1, name
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], (name, stderr)
-    assert 'Traceback' not in stderr
-    assert not out.exists(), name
-    assert not (out.parent.exists() and any(out.parent.iterdir())), name   # no temp files either
+_BAD_INPUTS = ('missing audio', 'not audio', 'empty audio', 'too short', 'missing dae', 'not a workdir',
+               'wrong task dae', 'wrong task s2l', 'invert without data', 'bad noise', 'bad pose', 'unknown clip',
+               'bad steps', 'bad guidance')
+
+
+def test_bad_input_cases_are_all_parametrized(models, speech, tiny_dataset, tmp_path):
+  assert tuple(_bad_inputs(tmp_path, speech, models, str(tiny_dataset))) == _BAD_INPUTS
+
+
+@pytest.mark.parametrize('name', _BAD_INPUTS, ids=[n.replace(' ', '_') for n in _BAD_INPUTS])
+def test_bad_inputs_fail_cleanly_without_output(models, speech, tiny_dataset, tmp_path, capsys, name):
+  case, message = _bad_inputs(tmp_path, speech, models, str(tiny_dataset))[name]
+  out = tmp_path / 'out' / f'{name.replace(" ", "_")}.mp4'
+  rc, _, stderr = _run_main(['--audio', case['audio'], '--dae', case['dae'], '--s2l', case['s2l'],
+                             '--out', str(out), '--steps', str(STEPS), *case.get('extra', [])], capsys)
+  assert rc == 1, name
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], (name, stderr)
+  assert 'Traceback' not in stderr
+  assert not out.exists(), name
+  assert not (out.parent.exists() and any(out.parent.iterdir())), name   # no temp files either
 
 
 def test_demo_generates_side_by_side_and_reports_lip_sync(models, synth_videos, tiny_dataset, tiny_latents,

@@ -221,38 +221,41 @@ def _assert_fails(capsys, src, out, match, *extra):
   _no_leftovers(out.parent, out.name)
 
 
-def test_bad_inputs(tmp_path, capsys):
-  out = tmp_path / 'data'
-  empty = tmp_path / 'empty'
-  empty.mkdir()
-  _assert_fails(capsys, empty, out, 'no video files')
-  _assert_fails(capsys, tmp_path / 'missing', out, 'not a directory')
+def _make_bad_source(tmp_path, kind):
+  """A source folder with one kind of bad input (or one good video, for the bad flags)."""
+  src = tmp_path / kind
+  if kind == 'empty':
+    src.mkdir()
+  elif kind == 'notvideo':
+    src.mkdir()
+    (src / 'clip.mp4').write_text('this is not a video')
+  elif kind == 'noaudio':
+    _videos.make_video(src / 'mute.mp4', audio=False)
+  elif kind == 'trunc':         # moov atom at the end: the container itself is unreadable
+    _videos.truncate(_videos.make_video(src / 'cut.mp4', num_frames=50))
+  elif kind == 'trunc_faststart':   # faststart: readable header, frames missing at the end
+    _videos.truncate(_videos.make_video(src / 'cut.mp4', num_frames=100, faststart=True), 0.6)
+  elif kind == 'good':
+    _videos.make_video(src / 'a.mp4')
+  # 'missing': no folder at all
+  return src
 
-  notvideo = tmp_path / 'notvideo'
-  notvideo.mkdir()
-  (notvideo / 'clip.mp4').write_text('this is not a video')
-  _assert_fails(capsys, notvideo, out, 'clip.mp4: not a readable video')
 
-  noaudio = tmp_path / 'noaudio'
-  _videos.make_video(noaudio / 'mute.mp4', audio=False)
-  _assert_fails(capsys, noaudio, out, 'mute.mp4: no audio track')
-
-  trunc = tmp_path / 'trunc'  # moov atom at the end: the container itself is unreadable
-  _videos.truncate(_videos.make_video(trunc / 'cut.mp4', num_frames=50))
-  _assert_fails(capsys, trunc, out, 'cut.mp4: not a readable video, or truncated')
-
-  trunc2 = tmp_path / 'trunc2'  # faststart: readable header, frames missing at the end
-  _videos.truncate(_videos.make_video(trunc2 / 'cut.mp4', num_frames=100, faststart=True), 0.6)
-  _assert_fails(capsys, trunc2, out, 'cut.mp4: truncated video: decoded')
-
-  good = tmp_path / 'good'
-  _videos.make_video(good / 'a.mp4')
-  if not (pathlib.Path(prepare.__file__).parent / 'face.py').exists():
-    _assert_fails(capsys, good, out, 'crop=auto needs data_prep.face', '--crop', 'auto')
-  _assert_fails(capsys, good, out, "--crop fancy: unknown annotator 'fancy'; choose from auto, box", '--crop', 'fancy')
-  _assert_fails(capsys, good, out, 'expected box:x0,y0,x1,y1', '--crop', 'box:1,2')
-  _assert_fails(capsys, good, out, 'lies outside', '--crop', 'box:100,100,120,120')
-  _assert_fails(capsys, good, out, '--val-fraction', '--val-fraction', '0.6', '--test-fraction', '0.5')
+@pytest.mark.parametrize('kind,extra,match', [
+    ('empty', (), 'no video files'),
+    ('missing', (), 'not a directory'),
+    ('notvideo', (), 'clip.mp4: not a readable video'),
+    ('noaudio', (), 'mute.mp4: no audio track'),
+    ('trunc', (), 'cut.mp4: not a readable video, or truncated'),
+    ('trunc_faststart', (), 'cut.mp4: truncated video: decoded'),
+    ('good', ('--crop', 'fancy'), "--crop fancy: unknown annotator 'fancy'; choose from auto, box"),
+    ('good', ('--crop', 'box:1,2'), 'expected box:x0,y0,x1,y1'),
+    ('good', ('--crop', 'box:100,100,120,120'), 'lies outside'),
+    ('good', ('--val-fraction', '0.6', '--test-fraction', '0.5'), '--val-fraction'),
+], ids=['empty', 'missing', 'not_video', 'no_audio', 'truncated', 'truncated_faststart', 'unknown_crop',
+        'short_box', 'box_outside', 'fractions'])
+def test_bad_inputs(tmp_path, capsys, kind, extra, match):
+  _assert_fails(capsys, _make_bad_source(tmp_path, kind), tmp_path / 'data', match, *extra)
 
 
 def test_mixed_folder(tmp_path, capsys):
