@@ -66,7 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 8 if small else 64    # global batch (split over the mesh's data axes)
   config.num_train_steps = 300 if small else 200_000   # optimizer steps
   config.grad_accum_steps = 1               # micro-batches per optimizer step
-  config.dtype = 'float32'                  # compute dtype: float32 | bfloat16 (params stay float32)
+  # Compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU, float32 on CPU); params and Adam moments stay
+  # float32. The CPU variants compute in float32; the full ones in bfloat16 on accelerators.
+  config.dtype = 'float32' if small else 'auto'
 
   # AdamW + EMA (b1 0.9, no weight decay, clip 1.0: configs/common.py). LDM trains the VQ-f4 with Adam at
   # 4.5e-6 x batch (base_learning_rate x batch size, b2 0.9); the CPU variant takes a larger step (3e-4:

@@ -92,7 +92,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 8 if small else 64    # global batch (split over the mesh's data axes)
   config.num_train_steps = 300 if small else 500_000   # optimizer steps
   config.grad_accum_steps = 1               # micro-batches per optimizer step
-  config.dtype = 'float32'                  # compute dtype: float32 | bfloat16 (params stay float32)
+  # Compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU, float32 on CPU); params and Adam moments stay
+  # float32. The CPU variants compute in float32; the full ones in bfloat16 on accelerators.
+  config.dtype = 'float32' if small else 'auto'
   config.remat = False                      # rematerialise each res block (saves memory)
 
   # AdamW + EMA (b1 0.9, no weight decay, clip 1.0: configs/common.py).

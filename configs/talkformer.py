@@ -113,7 +113,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 8 if small else 64
   config.num_train_steps = 300 if small else 400_000
   config.grad_accum_steps = 1
-  config.dtype = 'float32'
+  # Compute dtype: float32 | bfloat16 | auto (bfloat16 on TPU/GPU, float32 on CPU); params and Adam moments stay
+  # float32. The CPU variants compute in float32; the full ones in bfloat16 on accelerators.
+  config.dtype = 'float32' if small else 'auto'
   config.remat = False
   lr = {'tiny': 1e-3, 'demo': 5e-4}.get(variant, 6.4e-5)
   config.optim = common.optim(learning_rate=lr if stage == 'renderer' else lr / 2,

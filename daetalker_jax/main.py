@@ -26,6 +26,7 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
+import daetalker_jax
 from daetalker_jax import console
 
 FLAGS = flags.FLAGS
@@ -49,7 +50,10 @@ class BackendError(RuntimeError):
 
 
 def cpu_requested(platforms: str | None = None) -> bool:
-  """Whether `platforms` (by default JAX's: JAX_PLATFORMS or --jax_platforms) chooses the CPU alone."""
+  """Whether `platforms` (by default JAX's: JAX_PLATFORMS or --jax_platforms) chooses the CPU alone. The package's
+  own choice on a CPU host with libtpu (daetalker_jax.AUTO_CPU) is not the user's."""
+  if platforms is None and daetalker_jax.AUTO_CPU:
+    return False
   platforms = jax.config.jax_platforms if platforms is None else platforms
   return [p.strip() for p in (platforms or '').split(',')] == ['cpu']
 

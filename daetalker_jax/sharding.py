@@ -40,6 +40,17 @@ def create_mesh(mesh_config: Sequence[tuple[str, int]],
                        devices=devices)
 
 
+def platform(mesh: jax.sharding.Mesh) -> str:
+  """The platform ('cpu', 'gpu', 'tpu') of the mesh's devices."""
+  return mesh.devices.flat[0].platform
+
+
+def runs_here(mesh: jax.sharding.Mesh) -> bool:
+  """Whether this host can run programs on the mesh: False for a mesh over the devices of a TPU topology that
+  is only compiled for (jax.experimental.topologies; daetalker_jax/plan.py)."""
+  return platform(mesh) == jax.default_backend()
+
+
 def batch_size_divisor(mesh: jax.sharding.Mesh) -> int:
   """Number of shards a global batch is split into."""
   return math.prod(mesh.shape[a] for a in BATCH_AXES)

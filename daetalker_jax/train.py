@@ -125,12 +125,16 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   abstract_model = nnx.eval_shape(lambda: task.create_model(config, nnx.Rngs(config.seed)))
   graphdef = nnx.split(abstract_model, nnx.Param, nnx.RngState, ...)[0]
   state_shardings = sharding.tree_shardings(mesh, abstract_state, config.fsdp_min_bytes)
-  rng_shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rngs)
   init = jax.jit(lambda k: init_fn(k)[0], out_shardings=state_shardings)
-  # The RNG-stream template alone (XLA drops the unused parameter initialisers from this program).
+  # The RNG-stream template alone (XLA drops the unused parameter initialisers from this program). On a mesh of a
+  # topology that this host does not run (the pod plan) it is made here on the host; a trace reads it as a constant.
+  rng_shardings = (jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rngs)
+                   if sharding.runs_here(mesh) else None)
   rngs = jax.jit(lambda k: init_fn(k)[1], out_shardings=rng_shardings)(key)
   parts = ModelParts(graphdef=graphdef, rng_tags=_rng_tags(abstract_model), rngs=rngs)
   abstract_state = sharding.with_abstract_sharding(abstract_state, state_shardings)
+  if not sharding.runs_here(mesh):
+    return None, abstract_state, state_shardings, parts
   if jax.default_backend() == 'cpu':
     # The initialiser runs once: XLA:CPU's backend optimisations (half of its compile: 45 -> 23 s for the demo
     # TalkFormer) buy nothing there. Other backends keep their defaults.
@@ -198,7 +202,7 @@ def make_train_step(config, mesh, task, tx, schedule, parts, state_shardings):
                            mesh=mesh)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,),
-                 compiler_options=diffusion.compiler_options())   # CPU: XLA's own conv kernels (faster)
+                 compiler_options=diffusion.compiler_options(sharding.platform(mesh)))   # CPU: XLA's own convs
 
 
 def _reinit_from(tx, params_shardings, state_shardings):
@@ -291,6 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # ---- Mesh.
   mesh = sharding.create_mesh(config.mesh)
   _check_batch(config, mesh)
+  if config.get('dtype', None) == 'auto':   # resolved here, so the checkpoint's meta records what was trained
+    config.dtype = tasks.compute_dtype(config, sharding.platform(mesh))
   logging.info('mesh %s over %d devices, %d processes', dict(mesh.shape), mesh.size, jax.process_count())
 
   with jax.set_mesh(mesh):

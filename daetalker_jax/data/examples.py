@@ -104,6 +104,17 @@ class Store:
     return len(self.clip)
 
 
+def blank_store(*, image_size: int, feat_dim: int, num_frames: int) -> Store:
+  """One clip of `num_frames` black frames, all with landmarks, and zero speech features: a loaded Store's shapes
+  without data, so that `make_batch` / `make_landmark_batch` give the batch structure of a task (the pod plan,
+  daetalker_jax/plan.py) by the same code that builds its real batches."""
+  n = int(num_frames)
+  return Store(images=[np.zeros((n, image_size, image_size, 3), np.uint8)],
+               landmarks=[np.full((n, 68, 2), 0.5, np.float32)], feats=[np.zeros((MEL_PER_FRAME * n, feat_dim), np.float32)],
+               clip_ids=['blank'], identities=[''], clip=np.zeros(n, int), frame=np.arange(n),
+               valid=[np.ones(n, bool)])
+
+
 def load_store(data_dir: str | pathlib.Path, split: str, *, image_size: int, process_index: int = 0,
                process_count: int = 1, frontend: speech.Frontend | None = None) -> Store:
   """Clips j of `split` with j % process_count == process_index, decoded and resized to `image_size`, with

@@ -247,6 +247,16 @@ def frames_dataset(data_dir: str | pathlib.Path, split: str, *, image_size: int,
   return _options(frames.prefetch(AUTOTUNE))
 
 
+def frame_example_spec(image_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of one training example of `frames_pipeline` (its docstring), without reading data: the
+  batch structure of the frame tasks for the pod plan (daetalker_jax/plan.py); tests check it against the
+  pipeline's real batches."""
+  return {'image': ((image_size, image_size, 3), np.dtype(np.float32)), 'pose': ((3,), np.dtype(np.float32)),
+          'mouth_box': ((4,), np.dtype(np.float32)),
+          'mouth_points': ((MOUTH_LANDMARKS.stop - MOUTH_LANDMARKS.start, 2), np.dtype(np.float32)),
+          'mouth_valid': ((), np.dtype(bool))}
+
+
 def frames_pipeline(data_dir: str | pathlib.Path, split: str, *, image_size: int, batch_size: int,
                     seed: int, train: bool = True, process_index: int = 0, process_count: int = 1,
                     start_batch: int = 0, hflip: bool = False,
@@ -392,6 +402,16 @@ def windows_dataset(data_dir: str | pathlib.Path, split: str, *, window: int, ba
     b['mask'] = tf.ensure_shape(b['mask'], (batch_size, W))
     return b
   return _options(windows.map(shapes).prefetch(AUTOTUNE))
+
+
+def window_example_spec(window: int, latent_dim: int | None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of one training window of `windows_pipeline` (its docstring), without reading data; with
+  `latent_dim` None no 'latent' (no `latents` folder named)."""
+  spec = {'audio': ((window * SAMPLES_PER_FRAME,), np.dtype(np.float32)), 'pose': ((window, 3), np.dtype(np.float32)),
+          'mask': ((window,), np.dtype(bool))}
+  if latent_dim is not None:
+    spec['latent'] = ((window, latent_dim), np.dtype(np.float32))
+  return spec
 
 
 def windows_pipeline(data_dir: str | pathlib.Path, split: str, *, window: int, batch_size: int,

@@ -162,7 +162,8 @@ class DAECodec:
       rec_shared = diffusion.ddim_sample(eps_fn, schedule, shared(x_T, x0), cond, steps=steps, table=table)
       return cond.astype(jnp.float32), to_uint8(rec_inv), to_uint8(rec_shared)
 
-    jit = lambda fn, out: jax.jit(fn, out_shardings=out, compiler_options=diffusion.compiler_options())
+    options = diffusion.compiler_options(sharding.platform(self.mesh))
+    jit = lambda fn, out: jax.jit(fn, out_shardings=out, compiler_options=options)
     self._encode = jit(encode, rep)
     self._invert = jit(invert, rep)
     self._decode = jit(decode, rep)
@@ -171,8 +172,13 @@ class DAECodec:
   # ---- Weights and placement.
   def _place(self, state):
     """Weights replicated over the mesh. A multi-host global state (the training eval's EMA) is used as it
-    is sharded: jit takes committed inputs in their own sharding."""
-    return jax.tree.map(lambda a: jax.device_put(a, self._rep) if a.is_fully_addressable else a, state)
+    is sharded: jit takes committed inputs in their own sharding. An abstract model's weights (the pod plan's
+    `nnx.eval_shape`) stay abstract, replicated."""
+    def place(a):
+      if isinstance(a, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._rep)
+      return jax.device_put(a, self._rep) if a.is_fully_addressable else a
+    return jax.tree.map(place, state)
 
   def set_weights(self, model_or_state) -> None:
     """New weights for the same model (e.g. the EMA at the next eval); nothing is recompiled."""
@@ -246,9 +252,10 @@ class DAECodec:
     return tuple(np.concatenate([host(o[i])[:k] for k, o in outs]) for i in range(3))
 
   def lower_decode(self) -> jax.stages.Lowered:
-    """The decode program for one batch, lowered (benchmarks: `.compile()`, cost and memory analysis)."""
-    cond = global_array(np.zeros((self.batch, self.latent_dim), np.float32), self._bs)
-    noise = global_array(self.seed_noise(0), self._rep)
+    """The decode program for one batch, lowered on abstract inputs (benchmarks and the pod plan: `.compile()`,
+    cost and memory analysis)."""
+    cond = jax.ShapeDtypeStruct((self.batch, self.latent_dim), jnp.float32, sharding=self._bs)
+    noise = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32, sharding=self._rep)
     return self._decode.lower(self._state, cond, noise)
 
   def num_compiles(self) -> int:

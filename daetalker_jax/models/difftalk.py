@@ -175,8 +175,9 @@ class DiffTalk(nnx.Module):
 
 
 def build(config: Any, *, rngs: nnx.Rngs, dtype: str = 'float32') -> DiffTalk:
-  """The DiffTalk of a config's `model` block (model.cond, model.unet, model.first_stage)."""
+  """The DiffTalk of a config's `model` block (model.cond, model.unet, model.first_stage); `config.remat`
+  rematerialises each UNet block."""
   m = config.model
   return DiffTalk(cond_config_from_dict(m.cond, dtype=dtype),
-                  ldm_unet.config_from_dict(m.unet, dtype=dtype),
+                  ldm_unet.config_from_dict(m.unet, dtype=dtype, remat=bool(config.get('remat', False))),
                   vq.config_from_dict(m.first_stage, dtype=dtype), rngs=rngs)

@@ -239,5 +239,5 @@ def build(config: Any, *, rngs: nnx.Rngs, dtype: str = 'float32') -> LandmarkDif
   m = config.model
   tf = config_from_dict(m.talkformer, dtype=dtype)
   first = vq.config_from_dict(m.first_stage, dtype=dtype) if tf.space == 'latent' else None
-  return LandmarkDiffusion(tf, ldm_unet.config_from_dict(m.unet, dtype=dtype),
+  return LandmarkDiffusion(tf, ldm_unet.config_from_dict(m.unet, dtype=dtype, remat=bool(config.get('remat', False))),
                            audio2landmarks.config_from_dict(m.stage_a, dtype=dtype), first, rngs=rngs)

@@ -14,6 +14,8 @@ interface with the training loop (train.py); optional hooks are declared as None
   frozen(path) -> bool | None                 parameters the optimizer leaves alone (train.create_optimizer;
                                               config.optim.frozen names whole top-level modules as well)
   load_pretrained(config, model) -> bool | None   loads weights into a fresh model after init
+  batch_spec(config) -> {name: (shape, dtype)}    one training example of make_datasets' stream, without data
+                                              (the pod plan compiles the train step on it: daetalker_jax/plan.py)
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ class Task:
   data_stats: Callable[[Config], dict[str, Any]] = _no_stats
   frozen: Callable[[tuple[str, ...]], bool] | None = None
   load_pretrained: Callable[[Config, nnx.Module], bool] | None = None
+  batch_spec: Callable[[Config], dict[str, tuple[tuple[int, ...], Any]]] | None = None
+
+
+def compute_dtype(config: Config, platform: str | None = None) -> str:
+  """The compute dtype of `config.dtype`: 'auto' (the full variants' default) is bfloat16 on an accelerator and
+  float32 on the CPU (`platform`, default JAX's backend); parameters and Adam moments stay float32 either way."""
+  dtype = str(config.get('dtype', 'float32'))
+  if dtype != 'auto':
+    return dtype
+  return 'float32' if (platform or jax.default_backend()) == 'cpu' else 'bfloat16'
+
+
+def example_spec(batch: dict[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of one example of a numpy batch (the leading axis dropped)."""
+  return {k: (tuple(np.shape(v)[1:]), np.asarray(v).dtype) for k, v in batch.items()}
+
+
+def global_batch(spec: dict[str, tuple[tuple[int, ...], Any]], batch_size: int,
+                 sharding: Any = None) -> dict[str, jax.ShapeDtypeStruct]:
+  """The abstract global batch (`batch_size` examples of `spec`), with `sharding` attached when given."""
+  return {k: jax.ShapeDtypeStruct((batch_size, *shape), dtype, sharding=sharding) for k, (shape, dtype) in spec.items()}
 
 
 def get_task(name: str) -> Task:

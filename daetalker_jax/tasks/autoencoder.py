@@ -34,7 +34,7 @@ from daetalker_jax.tasks import dae as dae_task
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vq.VQModel:
   """The VQ autoencoder of `config.model`, computing in `config.dtype` with float32 parameters."""
-  return vq.VQModel(vq.config_from_dict(config.model, dtype=config.dtype, param_dtype='float32'), rngs=rngs)
+  return vq.VQModel(vq.config_from_dict(config.model, dtype=tasks.compute_dtype(config), param_dtype='float32'), rngs=rngs)
 
 
 def load_pretrained(config: ml_collections.ConfigDict, model: vq.VQModel) -> bool:
@@ -61,6 +61,7 @@ def load_pretrained(config: ml_collections.ConfigDict, model: vq.VQModel) -> boo
 # stats; its batches are {'image'}, plus mouth_box/mouth_valid when config.loss.mouth_weight != 1.
 make_datasets = dae_task.make_datasets
 data_stats = dae_task.data_stats
+batch_spec = dae_task.batch_spec
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -138,4 +139,5 @@ class Evaluator:
 
 
 TASK = tasks.Task(name='autoencoder', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
-                  make_evaluator=Evaluator, data_stats=data_stats, load_pretrained=load_pretrained)
+                  make_evaluator=Evaluator, data_stats=data_stats, load_pretrained=load_pretrained,
+                  batch_spec=batch_spec)

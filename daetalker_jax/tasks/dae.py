@@ -33,7 +33,7 @@ from daetalker_jax.models import unet
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> unet.DiffusionAutoencoder:
   """The DAE of `config.model`, computing in `config.dtype` with float32 parameters."""
-  cfg = unet.config_from_dict(config.model, dtype=config.dtype, param_dtype='float32', remat=config.remat)
+  cfg = unet.config_from_dict(config.model, dtype=tasks.compute_dtype(config), param_dtype='float32', remat=config.remat)
   return unet.DiffusionAutoencoder(cfg, rngs=rngs)
 
 
@@ -44,6 +44,24 @@ def _schedule(config: ml_collections.ConfigDict):
 # --------------------------------------------------------------------------------------------------------
 # Data.
 # --------------------------------------------------------------------------------------------------------
+def train_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The frame fields a training batch carries: (B,H,W,3) images; the pose is not used by the DAE; the mouth box
+  only by a mouth-weighted loss, the mouth points only by the probe."""
+  keys = ('image',)
+  if _mouth_weight(config) != 1.0:
+    keys += ('mouth_box', 'mouth_valid')
+  if _probe_weight(config):
+    keys += ('mouth_points', 'mouth_valid')
+  return tuple(dict.fromkeys(keys))
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """One training example of `make_datasets`' stream (shapes and dtypes), without data."""
+  from daetalker_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+  spec = pipelines.frame_example_spec(int(config.model.image_size))
+  return {k: spec[k] for k in train_keys(config)}
+
+
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
                   start_step: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
   """Per-process training iterator (positioned at `start_step`) and the fixed validation frames.
@@ -63,13 +81,7 @@ def make_datasets(config: ml_collections.ConfigDict, process_index: int, process
       start_batch=start_step, hflip=config.data.hflip)
   if start_step:
     logging.info('Input stream positioned at batch %d (the batches before it are not read).', start_step)
-  # (B,H,W,3) images; the pose is not used by the DAE; the mouth box only by a mouth-weighted loss.
-  keys = ('image',)
-  if _mouth_weight(config) != 1.0:
-    keys += ('mouth_box', 'mouth_valid')
-  if _probe_weight(config):
-    keys += ('mouth_points', 'mouth_valid')
-  keys = tuple(dict.fromkeys(keys))
+  keys = train_keys(config)
   train_iter = ({k: b[k] for k in keys} for b in stream)
   # Every process reads the same validation frames (their eval computations must agree), spread evenly
   # over the first num_eval_images*16 frames of the val split rather than one clip's consecutive frames.
@@ -207,4 +219,5 @@ class Evaluator:
 
 
 TASK = tasks.Task(name='dae', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
+                  batch_spec=batch_spec,
                   make_evaluator=Evaluator, data_stats=data_stats)

@@ -39,7 +39,7 @@ from daetalker_jax.models import vq
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> difftalk.DiffTalk:
-  return difftalk.build(config, rngs=rngs, dtype=config.dtype)
+  return difftalk.build(config, rngs=rngs, dtype=tasks.compute_dtype(config))
 
 
 def frozen(path: tuple[str, ...]) -> bool:
@@ -98,6 +98,17 @@ def _example_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return dict(image_size=int(config.model.first_stage.image_size), audio_frames=int(config.data.audio_frames),
               audio_window=int(config.data.audio_window), min_gap=int(config.data.min_reference_gap),
               frontend=speech.for_config(config))
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """One training example (shapes, dtypes) by `examples.make_batch` on a blank store, without data."""
+  from daetalker_jax.data import examples  # pylint: disable=g-import-not-at-top
+  gap = int(config.data.min_reference_gap)
+  store = examples.blank_store(image_size=int(config.model.first_stage.image_size),
+                               feat_dim=int(config.model.cond.audio_dim), num_frames=2 * gap + 2)
+  batch = examples.make_batch(store, np.random.default_rng(0), 1, audio_frames=int(config.data.audio_frames),
+                              audio_window=int(config.data.audio_window), min_gap=gap)
+  return tasks.example_spec(batch)
 
 
 def require_data_dir(config: ml_collections.ConfigDict) -> None:
@@ -195,4 +206,5 @@ def sample_report(workdir: str, step: int, writer, eval_inputs: dict[str, np.nda
 
 
 TASK = tasks.Task(name='difftalk', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
-                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained)
+                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained,
+                  batch_spec=batch_spec)

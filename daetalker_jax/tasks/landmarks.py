@@ -26,12 +26,21 @@ from daetalker_jax.models import audio2landmarks as a2l
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> a2l.Audio2Landmarks:
-  return a2l.build(config, rngs=rngs, dtype=config.dtype)
+  return a2l.build(config, rngs=rngs, dtype=tasks.compute_dtype(config))
 
 
 def window_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   s = config.model.stage_a
   return dict(num_frames=int(s.num_frames), num_refs=int(s.num_refs), audio_window=int(config.data.audio_window))
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """One training example (shapes, dtypes) by `examples.make_landmark_batch` on a blank store, without data."""
+  from daetalker_jax.data import examples  # pylint: disable=g-import-not-at-top
+  args = window_args(config)
+  store = examples.blank_store(image_size=int(config.data.image_size),
+                               feat_dim=int(config.model.stage_a.audio_dim), num_frames=2 * args['num_frames'] + 2)
+  return tasks.example_spec(examples.make_landmark_batch(store, np.random.default_rng(0), 1, images=False, **args))
 
 
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
@@ -113,4 +122,4 @@ class Evaluator:
 
 
 TASK = tasks.Task(name='landmarks', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
-                  make_evaluator=Evaluator, data_stats=data_stats)
+                  make_evaluator=Evaluator, data_stats=data_stats, batch_spec=batch_spec)

@@ -28,7 +28,7 @@ P = jax.P
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> s2l.Speech2Latent:
-  cfg = w2v_import.s2l_config(config.model, dtype=config.dtype, remat=config.remat)  # reads a wav2vec2 config.json
+  cfg = w2v_import.s2l_config(config.model, dtype=tasks.compute_dtype(config), remat=config.remat)  # reads a wav2vec2 config.json
   return s2l.Speech2Latent(cfg, rngs=rngs)
 
 
@@ -58,6 +58,13 @@ def _windows(config, split, *, batch_size, seed, train, process_index=0, process
       config.data.data_dir, split, window=config.data.window, batch_size=batch_size, seed=seed,
       train=train, latents=config.data.latents, normalize_latents=config.data.normalize_latents,
       process_index=process_index, process_count=process_count)
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """One training window (shapes, dtypes) of `make_datasets`' stream, without data."""
+  from daetalker_jax.data import pipelines  # pylint: disable=g-import-not-at-top
+  return pipelines.window_example_spec(int(config.data.window),
+                                       int(config.model.latent_dim) if config.data.latents else None)
 
 
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
@@ -189,4 +196,5 @@ class Evaluator:
 
 
 TASK = tasks.Task(name='speech2latent', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
-                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained)
+                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained,
+                  batch_spec=batch_spec)

@@ -40,7 +40,7 @@ from daetalker_jax.tasks import landmarks as landmarks_task
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> talkformer.LandmarkDiffusion:
-  return talkformer.build(config, rngs=rngs, dtype=config.dtype)
+  return talkformer.build(config, rngs=rngs, dtype=tasks.compute_dtype(config))
 
 
 def frozen(path: tuple[str, ...]) -> bool:
@@ -82,6 +82,16 @@ def example_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   from daetalker_jax.data import speech  # pylint: disable=g-import-not-at-top
   return dict(image_size=int(config.model.first_stage.image_size), min_gap=int(config.data.min_reference_gap),
               frontend=speech.for_config(config), **landmarks_task.window_args(config))
+
+
+def batch_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """One training example (shapes, dtypes) by `examples.make_landmark_batch` on a blank store, without data."""
+  from daetalker_jax.data import examples  # pylint: disable=g-import-not-at-top
+  gap = int(config.data.min_reference_gap)
+  store = examples.blank_store(image_size=int(config.model.first_stage.image_size),
+                               feat_dim=int(config.model.stage_a.audio_dim), num_frames=2 * gap + 2)
+  return tasks.example_spec(examples.make_landmark_batch(store, np.random.default_rng(0), 1, min_gap=gap,
+                                                         **landmarks_task.window_args(config)))
 
 
 def make_datasets(config: ml_collections.ConfigDict, process_index: int, process_count: int,
@@ -172,4 +182,5 @@ class Evaluator:
 
 
 TASK = tasks.Task(name='talkformer', create_model=create_model, make_datasets=make_datasets, loss_fn=loss_fn,
-                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained)
+                  make_evaluator=Evaluator, data_stats=data_stats, frozen=frozen, load_pretrained=load_pretrained,
+                  batch_spec=batch_spec)
