@@ -26,7 +26,7 @@ endif
 REQUIREMENTS := requirements$(if $(ACCEL),-$(ACCEL)).txt
 INSTALLED := $(VENV)/.installed$(if $(ACCEL),-$(ACCEL))
 
-.PHONY: install test demo train_dae extract train_s2l generate eval bench synth prepare clean
+.PHONY: install test demo train_dae extract train_s2l generate eval bench plan synth prepare clean
 
 install: $(INSTALLED)
 
@@ -42,8 +42,11 @@ $(INSTALLED): $(REQUIREMENTS) requirements.txt
 	$(PIP) install -q --disable-pip-version-check -r $(REQUIREMENTS)
 	touch $@
 
+# Two pytest-xdist workers (the CI machine's 2 cores; TEST_WORKERS=0 runs in one process), each module with
+# expensive fixtures on one worker (--dist loadgroup), one compilation cache for the run (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: install
-	$(PYTHON) -m pytest -q --durations=10 tests
+	$(PYTHON) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup tests
 
 synth: install
 	$(PYTHON) -m data_prep.synthface --out $(SYNTH) --clips 40 --seconds 8 --size 128 --seed 0
@@ -85,6 +88,12 @@ endif
 
 bench: install
 	$(PYTHON) benchmarks/run_all.py --out runs/bench
+
+# Pod plans (docs/SCALING.md): every method's full-size train step compiled for TPU topologies by libtpu on this
+# host; JSON and a table in runs/plan. PLANS=NAME,NAME picks rows of benchmarks/plan_all.py (slow: minutes each).
+PLANS ?=
+plan: install
+	$(PYTHON) -m benchmarks.plan_all --out runs/plan $(if $(PLANS),--only $(PLANS))
 
 clean:
 	rm -rf runs

@@ -12,6 +12,10 @@ from daetalker_jax.importers import diffae
 from tests._reference import max_err, nchw, nhwc
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('diffusion')
+
+
 @pytest.fixture(scope='module')
 def ref(reference_dir):
   return dict(np.load(reference_dir / 'ddim_io.npz'))

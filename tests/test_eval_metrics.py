@@ -12,6 +12,10 @@ from daetalker_jax.data import contract
 from daetalker_jax.mouth_measure import MOUTH_RGB   # the reserved synthface mouth-interior colour (DESIGN.md §4)
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('eval_metrics')
+
+
 def _frames(n=4, size=32, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 

@@ -17,6 +17,11 @@ from data_prep import face
 from data_prep import report as report_lib
 from tests import _astronaut
 
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('face')
+
+
 SIZE = 128
 
 

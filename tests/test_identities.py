@@ -20,6 +20,12 @@ from data_prep import synthface_render as render
 from tests import _videos
 
 N_IDS, CLIPS, SECONDS, SIZE = 6, 8, 2.0, 64
+
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('identities')
+
+
 POSES = [dict(mouth_open=0.0, mouth_width=0.5, blink=0.0, yaw=0.0, pitch=0.0, roll=0.0),
          dict(mouth_open=0.9, mouth_width=0.9, blink=0.0, yaw=15.0, pitch=10.0, roll=8.0),
          dict(mouth_open=0.5, mouth_width=0.1, blink=0.3, yaw=-15.0, pitch=-10.0, roll=-8.0),

@@ -18,6 +18,10 @@ from daetalker_jax.models import unet
 from tests import _reference
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('importer_diffae')
+
+
 @pytest.fixture(scope='module')
 def tiny_cfg(reference_dir):
   off = json.loads((reference_dir / 'tiny_config.json').read_text())['BeatGANsAutoencConfig']

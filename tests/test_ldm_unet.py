@@ -16,6 +16,11 @@ from daetalker_jax.models import ldm_unet
 
 torch.set_num_threads(1)
 
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('ldm_unet')
+
+
 # One level without attention (DownBlock2D), one with cross-attention, plus the middle block; 16-channel heads.
 _TINY_DIFFUSERS = dict(
     sample_size=16, in_channels=9, out_channels=3, block_out_channels=(32, 64), layers_per_block=2,

@@ -11,6 +11,11 @@ from daetalker_jax.data import pipelines
 from data_prep import prepare
 from tests import _videos
 
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('pipelines')
+
+
 SIZE = 32
 W = 8
 

@@ -14,6 +14,11 @@ from data_prep import annotators
 from data_prep import prepare
 from tests import _videos
 
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('prepare')
+
+
 SIZE = 32
 
 

@@ -25,6 +25,11 @@ from daetalker_jax.data import video_io
 from data_prep import prepare
 from tests import _astronaut
 
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('prepare_real')
+
+
 SIZE = 64
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SR = 16_000

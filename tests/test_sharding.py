@@ -11,6 +11,12 @@ from daetalker_jax import tasks
 from daetalker_jax import train
 
 # A model smaller than variant=tiny (one down level) so the step compiles quickly on CPU.
+
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('sharding')
+
+
 MICRO_MODEL = dict(model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2), embed_channels=32,
                    enc_out_channels=32, enc_num_res_block=1)
 

@@ -12,6 +12,10 @@ from daetalker_jax.importers import syncnet as syncnet_import
 from daetalker_jax.models import syncnet as syncnet_lib
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('syncnet')
+
+
 class TorchSyncNetS(nn.Module):
   """A faithful copy of joonson/syncnet_python `SyncNetModel.S` (layer list and forward passes)."""
 

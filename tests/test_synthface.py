@@ -13,6 +13,10 @@ from data_prep import synthface_render
 CLIPS, SECONDS, SIZE = 2, 3.0, 64
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('synthface')
+
+
 @pytest.fixture(scope='module')
 def datasets(tmp_path_factory):
   """Seed 0 twice (2 workers, then 1 in-process) and seed 1 once; each made exactly once."""

@@ -12,6 +12,10 @@ from tests._reference import max_err, nchw, nhwc
 from daetalker_jax.models import unet
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('unet')
+
+
 @pytest.fixture(scope='module')
 def tiny_io(reference_dir):
   return dict(np.load(reference_dir / 'tiny_io.npz'))
