@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import autoencoder as ae_config
 from configs import difftalk as dt_config
 from daetalker_jax import checkpoint
 from daetalker_jax import train
@@ -16,6 +15,11 @@ from daetalker_jax.data import examples
 from daetalker_jax.inference import difftalk_codec
 from daetalker_jax.models import difftalk
 from daetalker_jax.models import unet as unet_lib
+from tests import test_vq
+
+
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('difftalk')
 
 
 def test_audio_windows_are_centred_on_each_frame():
@@ -80,19 +84,17 @@ def test_published_shapes():
   model = nnx.eval_shape(lambda: difftalk.build(dt_config.get_config('variant=full'), rngs=nnx.Rngs(0)))
   first = unet_lib.count_params(model.first_stage)
   denoiser = unet_lib.count_params(model) - first
-  assert 55.2e6 < first < 55.4e6
-  assert 520e6 < denoiser < 540e6, denoiser
+  assert first == test_vq.F4_PARAMS                 # LDM's vq-f4, counted against diffusers' VQModel in test_vq
+  # The denoiser, exactly (a change of architecture must change this line): UNet + audio and landmark nets.
+  assert unet_lib.count_params(model.unet) == 530_152_963
+  assert (unet_lib.count_params(model.audio_net), unet_lib.count_params(model.landmark_net)) == (37_696, 22_528)
+  assert denoiser == 530_215_336, denoiser
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_dataset, tmp_path_factory):
-  """A tiny autoencoder (2 steps) and a tiny DiffTalk on it (3 steps), both by the real training loop."""
-  ae_dir, dt_dir = tmp_path_factory.mktemp('vq'), tmp_path_factory.mktemp('difftalk')
-  cfg = ae_config.get_config('variant=tiny')
-  cfg.data.data_dir = str(tiny_dataset)
-  cfg.num_train_steps = cfg.checkpoint_every_steps = 2
-  cfg.eval_every_steps, cfg.log_every_steps = 0, 1      # 0: no evaluation
-  train.train_and_evaluate(cfg, str(ae_dir))
+def trained(tiny_dataset, tiny_autoencoder, tmp_path_factory):
+  """A tiny DiffTalk (3 steps, by the real training loop) on the session's tiny autoencoder (conftest)."""
+  ae_dir, dt_dir = tiny_autoencoder, tmp_path_factory.mktemp('difftalk')
   cfg = dt_config.get_config('variant=tiny')
   cfg.data.data_dir, cfg.first_stage = str(tiny_dataset), str(ae_dir)
   cfg.num_train_steps = cfg.checkpoint_every_steps = cfg.eval_every_steps = 3
@@ -112,7 +114,6 @@ def test_training_keeps_the_first_stage_frozen(trained):
     jax.tree.map(check, nnx.state(model.first_stage, nnx.Param), nnx.state(ae, nnx.Param))
   assert config.task == 'difftalk'
   assert list((dt_dir / 'samples').glob('step_*.png'))
-  assert not (ae_dir / 'recon').exists()      # eval_every_steps=0: no evaluation, not even at the last step
 
 
 def test_missing_first_stage_is_one_clear_error(tmp_path):
@@ -197,9 +198,15 @@ def test_dub_a_dataset_clip_and_animate_a_photo(trained, tiny_dataset, tmp_path)
   video = pipe(speech)
   frames = np.concatenate(list(video.frames))
   assert frames.shape == (30, 32, 32, 3) and video.info['frames_without_face'] == 0
-  # Inpainting: rows above the jaw polygon are the source crop's own pixels.
-  top = int(clip['landmarks'][0, examples.CONTEXT_LANDMARKS, 1].min() * 0 + 4)
-  np.testing.assert_array_equal(frames[:, :top], pipe.source.crops[video.info['source_order']][:, :top])
+  # Inpainting: rows above the jaw polygon (its highest landmark, less the feathered edge's blur radius of 5 px
+  # at 32 px) are the source crop's own pixels, in each frame's pose; the region below has been generated.
+  order = video.info['source_order']
+  crops = pipe.source.crops[order]
+  tops = np.floor(pipe.source.landmarks[order][:, list(dtp.JAW_POLYGON), 1].min(1) * 32).astype(int) - 6
+  assert tops.min() >= 6, tops
+  for frame, crop, top in zip(frames, crops, tops):
+    np.testing.assert_array_equal(frame[:top], crop[:top])
+  assert np.abs(frames[:, tops.max() + 6:].astype(int) - crops[:, tops.max() + 6:]).mean() > 1.0
   # A photo: output at the photo's size, only the face region changes.
   photo = tmp_path / 'astronaut.png'
   cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
@@ -254,3 +261,100 @@ def test_evaluate_cli_scores_held_out_clips(trained, tiny_dataset, tmp_path, cap
   assert (out / f"mouths_{res['clips'][0]['clip_id']}.png").is_file()
   assert evaluate.main(['--method', 'difftalk', '--data', str(tiny_dataset), '--out', str(out)]) == 1
   assert 'needs --model' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- the generate CLI
+def _photo(tmp_path):
+  import cv2  # pylint: disable=g-import-not-at-top
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  photo = tmp_path / 'astronaut.png'
+  cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+  return photo
+
+
+def _generate_cli(args, capsys):
+  rc = generate.main([*args, '--quiet'])
+  captured = capsys.readouterr()
+  return rc, captured.out, captured.err
+
+
+def test_generate_cli_animates_a_photo_and_dubs_a_video(trained, tmp_path, capsys):
+  """`python -m daetalker_jax.generate --method difftalk` with --image, then --video (--length trim): an mp4 at
+  the source's size with the speech's frames (or the video's, trimmed) and the audio."""
+  from daetalker_jax.data import video_io  # pylint: disable=g-import-not-at-top
+  _, dt_dir = trained
+  speech = _wav(tmp_path, _astronaut.make_audio(20))
+  common = ['--method', 'difftalk', '--model', str(dt_dir), '--audio', str(speech), '--steps', '2', '--batch', '8']
+  out = tmp_path / 'photo.mp4'
+  rc, stdout, stderr = _generate_cli([*common, '--image', str(_photo(tmp_path)), '--out', str(out)], capsys)
+  assert rc == 0, stderr
+  info = video_io.probe(out)
+  assert (info.width, info.height) == (512, 512) and info.has_audio
+  assert len(list(video_io.iter_frames(out, info))) == 20 and f'{out}: 20 frames' in stdout
+  video = _astronaut.make_video()
+  src = tmp_path / 'src.mp4'
+  _astronaut.write_mp4(str(src), video.frames[62:74], _astronaut.make_audio(12))   # frames 68-71 are blank
+  out = tmp_path / 'dub.mp4'
+  rc, stdout, stderr = _generate_cli([*common, '--video', str(src), '--length', 'trim', '--out', str(out)], capsys)
+  assert rc == 0, stderr
+  info = video_io.probe(out)
+  assert (info.width, info.height) == (384, 288) and len(list(video_io.iter_frames(out, info))) == 12
+  assert 'source frames had no face and were passed through untouched' in stdout
+
+
+def test_no_inpaint_generates_the_whole_face(trained, tiny_dataset):
+  """--no-inpaint: the whole crop is generated (its top rows are no longer the source's); inpainting keeps them."""
+  from daetalker_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  _, dt_dir = trained
+  args = generate._parser().parse_args(['--method', 'difftalk', '--audio', 'a.wav', '--out', 'o.mp4',  # pylint: disable=protected-access
+                                        '--model', str(dt_dir), '--no-inpaint'])
+  assert generate.pipeline_kwargs(args)['options'].inpaint is False
+  clip = next(dataset.iterate_clips(tiny_dataset, 'test'))
+  speech = clip['audio'][:8 * 640].astype(np.float32) / 32768.0
+  top = {}
+  for inpaint in (True, False):
+    pipe = dtp.DiffTalkPipeline(str(dt_dir), dtp.DiffTalkOptions(clip=clip['clip_id'], data_dir=str(tiny_dataset),
+                                                                 steps=2, batch=8, inpaint=inpaint))
+    video = pipe(speech)
+    frames = np.concatenate(list(video.frames)).astype(int)
+    top[inpaint] = np.abs(frames[:, :6] - pipe.source.crops[video.info['source_order']][:, :6]).mean()
+  assert top[True] == 0 and top[False] > 1.0, top
+
+
+def _bad_generate_inputs(tmp_path, dt_dir, ae_dir):
+  blank = tmp_path / 'blank.png'
+  import cv2  # pylint: disable=g-import-not-at-top
+  cv2.imwrite(str(blank), np.full((128, 128, 3), 90, np.uint8))
+  photo = str(_photo(tmp_path))
+  return {
+      'no model': (['--image', photo], '--method difftalk needs --model WORKDIR'),
+      'two sources': (['--model', dt_dir, '--image', photo, '--video', photo], 'exactly one face source'),
+      'no source': (['--model', dt_dir], 'exactly one face source'),
+      'missing image': (['--model', dt_dir, '--image', str(tmp_path / 'none.png')], 'none.png'),
+      'faceless image': (['--model', dt_dir, '--image', str(blank)], 'no face found'),
+      'missing model': (['--model', str(tmp_path / 'nowhere'), '--image', photo], 'nowhere'),
+      'wrong task model': (['--model', ae_dir, '--image', photo], "task 'autoencoder'"),
+      'landmarks flag': (['--model', dt_dir, '--image', photo, '--landmarks', 'x.npy'],
+                         '--landmarks drives --method landmark only'),
+      'guidance flag': (['--model', dt_dir, '--image', photo, '--guidance', '2'],
+                        '--guidance is for --method dae_talker and landmark'),
+  }
+
+
+_BAD_GENERATE = ('no model', 'two sources', 'no source', 'missing image', 'faceless image', 'missing model',
+                 'wrong task model', 'landmarks flag', 'guidance flag')
+
+
+@pytest.mark.parametrize('name', _BAD_GENERATE, ids=[n.replace(' ', '_') for n in _BAD_GENERATE])
+def test_generate_cli_bad_inputs_fail_in_one_line(trained, tmp_path, capsys, name):
+  ae_dir, dt_dir = trained
+  cases = _bad_generate_inputs(tmp_path, str(dt_dir), str(ae_dir))
+  assert tuple(cases) == _BAD_GENERATE
+  extra, message = cases[name]
+  speech = _wav(tmp_path, _astronaut.make_audio(20))       # 0.8 s (generation needs 0.5 s)
+  out = tmp_path / 'out' / 'video.mp4'
+  rc, _, stderr = _generate_cli(['--method', 'difftalk', '--audio', str(speech), '--out', str(out), '--steps', '2',
+                                 *extra], capsys)
+  lines = stderr.strip().splitlines()
+  assert rc == 1 and len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], stderr
+  assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))

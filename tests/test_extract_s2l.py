@@ -1,6 +1,7 @@
 """Latent extraction and the speech2latent task on the shared training loop (tiny models, CPU)."""
 import json
 
+from flax import nnx
 import jax
 import numpy as np
 
@@ -11,18 +12,30 @@ from daetalker_jax import train
 from daetalker_jax.data import dataset
 
 
-def test_extraction_writes_every_clip_and_stats(tiny_dataset, tiny_latents):
+def test_extraction_writes_every_clip_and_stats(tiny_dataset, tiny_dae_workdir, tiny_latents):
+  """Every frame's latent is the DAE's EMA encoder of that frame (model.encode on the prepared crop, in
+  [-1, 1]); the stats are the train split's per-dimension mean and std."""
   folder = dataset.latents_dir(tiny_dataset, tiny_latents)
   stats = json.loads((folder / 'stats.json').read_text())
   info = dataset.dataset_info(tiny_dataset)['splits']
+  model, _ = checkpoint.load_model(str(tiny_dae_workdir), which='ema')
+  encode = nnx.jit(lambda m, x: m.encode(x))
+  train_latents = []
   for split in ('train', 'val', 'test'):
     for clip in dataset.iterate_clips(tiny_dataset, split):
       z = np.load(folder / f"{clip['clip_id']}.npy")
       assert z.shape == (clip['num_frames'], stats['dim'])
-      assert np.isfinite(z).all()
-  assert stats['frames'] == info['train']['frames']
+      expected = np.asarray(encode(model, clip['images'].astype(np.float32) / 127.5 - 1))
+      np.testing.assert_allclose(z, expected, atol=1e-4, rtol=1e-4)
+      if split == 'train':
+        train_latents.append(z)
+  train_latents = np.concatenate(train_latents)
+  assert stats['frames'] == info['train']['frames'] == len(train_latents)
   assert len(stats['mean']) == len(stats['std']) == stats['dim'] == 64
+  np.testing.assert_allclose(stats['mean'], train_latents.mean(0), atol=1e-4)
+  np.testing.assert_allclose(stats['std'], train_latents.std(0), rtol=1e-3)
   assert min(stats['std']) > 0
+  assert not (tiny_dae_workdir / 'recon').exists()   # eval_every_steps=0: no evaluation, not even at the end
 
 
 def test_extraction_on_8_devices_equals_1_and_rerun_skips(tiny_dataset, tiny_dae_workdir, capsys):

@@ -11,6 +11,10 @@ from daetalker_jax.inference import dae_codec
 from daetalker_jax.tasks import dae
 
 
+# Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
+pytestmark = pytest.mark.xdist_group('inference')
+
+
 @pytest.fixture(scope='module')
 def tiny():
   """A tiny DAE whose zero-initialised output layers are perturbed (else it would ignore its latent)."""
@@ -55,16 +59,27 @@ def test_codec_operations_agree_with_each_other_and_compile_once(tiny, codec):
   assert codec.encode(np.repeat(np.repeat(images[:2], 2, 1), 2, 2)).shape == (2, 64)
 
 
-def test_codec_decode_matches_the_plain_sampler(tiny, codec):
-  """The codec is the sampler of diffusion.py under one jit: same frames as calling it directly."""
-  model, config, _ = tiny
+def test_codec_decode_is_ddim_with_the_dae(tiny, codec):
+  """The codec's decode is DDIM (eta 0, clipped x0) of the DAE over diffae's spaced linear schedule, written
+  out here in float64 numpy from the paper's update rule; only the network is called from the library."""
+  model, _, _ = tiny
   z = np.random.default_rng(1).normal(size=(8, 64)).astype(np.float32)
   x_T = codec.seed_noise(3)
-  schedule = diffusion.schedule_from_config(config.diffusion)
-  x0 = diffusion.ddim_sample(diffusion.model_eps_fn(model, schedule), schedule,
-                             np.repeat(x_T, 8, 0), z, steps=3)
-  expected = np.round((np.clip(np.asarray(x0), -1, 1) + 1) * 127.5)
-  assert np.abs(codec.decode(z, x_T).astype(int) - expected).max() <= 1
+  alphas_cumprod = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))   # the tiny config's betas
+  timesteps = [0, 334, 668]                            # diffae's ddim3: range(0, 1000, 334)
+  eps_of = nnx.jit(lambda m, x, t, c: m(x, t, cond=c))
+  x = np.repeat(np.asarray(x_T, np.float64), 8, 0)
+  for k in reversed(range(3)):
+    t = timesteps[k]
+    a, a_prev = alphas_cumprod[t], (alphas_cumprod[timesteps[k - 1]] if k else 1.0)
+    eps = np.asarray(eps_of(model, x.astype(np.float32), np.full(8, t, np.int32), z), np.float64)
+    x0 = np.clip((x - np.sqrt(1 - a) * eps) / np.sqrt(a), -1, 1)
+    eps = (x - np.sqrt(a) * x0) / np.sqrt(1 - a)       # the noise that the clipped x0 implies
+    x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+  expected = np.round((np.clip(x, -1, 1) + 1) * 127.5)
+  frames = codec.decode(z, x_T).astype(int)
+  assert np.abs(frames - expected).max() <= 1
+  assert np.abs(frames - frames[::-1]).mean() > 1.0     # the latents matter: not a constant image
 
 
 def test_set_weights_changes_the_output_without_recompiling(tiny, codec):

@@ -161,14 +161,14 @@ def test_wav2vec2_frontend_is_frozen():
   assert out['latent'].shape == (2, w, 12)
 
 
-@pytest.mark.parametrize('variant', ['tiny', 'demo', 'base'])
-def test_config_variants_build(variant):
+@pytest.mark.parametrize('variant,params', [('tiny', 437_891), ('demo', 2_451_459), ('base', 50_284_547)])
+def test_config_variants_build(variant, params):
   config = s2l_config.get_config(f'variant={variant}')
   assert config.task == 'speech2latent'   # the task module's name (daetalker_jax/tasks/)
   cfg = s2l.config_from_dict(config.model, dtype=config.dtype, remat=config.remat)
   abstract = nnx.eval_shape(lambda: s2l.Speech2Latent(cfg, rngs=nnx.Rngs(0)))
   n = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-  assert n > 10_000
+  assert n == params, n               # exactly: a change of architecture must change this table
   if variant == 'base':
     assert cfg.d_model == 512 and cfg.num_encoder_blocks == cfg.num_decoder_blocks == 4
   with pytest.raises(ValueError, match='unknown model config fields'):
