@@ -89,3 +89,41 @@ def test_cli_prints_the_backend_and_a_one_line_refusal(tmp_path):
   assert '[main] backend cpu (cpu): 1 devices, process 1 of 1' in proc.stdout, proc.stdout
   assert proc.stderr.strip().splitlines()[-1] == f'[main] error: variant 128 {HOW}', proc.stderr[-3000:]
   assert 'refused: variant 128' in (tmp_path / 'log.txt').read_text()
+
+
+_TASK_CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py') if p.stem not in ('__init__', 'common'))
+
+
+def test_every_config_file_is_covered():
+  assert _TASK_CONFIGS == ['autoencoder', 'dae', 'difftalk', 'landmarks', 's2l', 'talkformer']
+
+
+@pytest.mark.parametrize('name', _TASK_CONFIGS)
+def test_main_runs_every_task_config(name, tiny_dataset, tiny_latents, tmp_path, monkeypatch, capsys):
+  """`main` with each configs/<name>.py:variant=tiny, loaded as the CLI loads it, on the tests' tiny dataset: the
+  backend check passes on the CPU and the task it names trains: its model, its first training batch and its
+  loss fit together (traced with abstract weights: the compiled runs are the task tests' fixtures)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import tasks  # pylint: disable=g-import-not-at-top
+  from daetalker_jax import train  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=fv, lock_config=True)
+  fv([sys.argv[0], f'--config={REPO}/configs/{name}.py:variant=tiny', f'--config.data.data_dir={tiny_dataset}'])
+  config = fv.config
+  traced = []
+
+  def trace_one_step(cfg, workdir):
+    task = tasks.get_task(cfg.task)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: task.create_model(cfg, nnx.Rngs(0))))
+    batches, _ = task.make_datasets(cfg, 0, 1)
+    batch = next(iter(batches))
+    loss = jax.eval_shape(lambda s: task.loss_fn(cfg, nnx.merge(graphdef, s), batch, jax.random.key(0),
+                                                 train=True)[0], state)
+    traced.append((cfg.task, workdir, loss.shape))
+  monkeypatch.setattr(train, 'train_and_evaluate', trace_one_step)
+  main.run(config, str(tmp_path))
+  assert '[main] backend cpu' in capsys.readouterr().out
+  assert traced == [(config.task, str(tmp_path), ())]
