@@ -111,8 +111,9 @@ def test_main_runs_every_task_config(name, tiny_dataset, tiny_latents, tmp_path,
   from daetalker_jax import train  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'config', flag_values=fv, lock_config=True)
-  fv([sys.argv[0], f'--config={REPO}/configs/{name}.py:variant=tiny', f'--config.data.data_dir={tiny_dataset}'])
+  fv([sys.argv[0], f'--config={REPO}/configs/{name}.py:variant=tiny'])
   config = fv.config
+  config.data.data_dir = str(tiny_dataset)   # (a fresh FlagValues registers no --config.* override flags)
   traced = []
 
   def trace_one_step(cfg, workdir):
