@@ -1,4 +1,4 @@
-"""Evaluation metrics for generated talking-face video (DESIGN.md §7), independent of the models.
+"""Evaluation metrics for generated talking-face video (docs/EVALUATION.md, strict mouth metrics), independent of the models.
 
   image   PSNR, SSIM, temporal jitter; frame range conversions
   series  Pearson r, lagged r and the best lag of per-frame series

@@ -3,7 +3,7 @@
 For every clip (of a split whose identities were never trained on, with `prepare --split-by identity`) the
 pipeline animates the clip's own face crops from the clip's audio, and the generated crops are compared with
 the real ones:
-  - the strict mouth metrics (DESIGN.md §7; synthface), with the soft r as a secondary number;
+  - the strict mouth metrics (docs/EVALUATION.md, strict mouth metrics; synthface), with the soft r as a secondary number;
   - PSNR / SSIM over the frame and PSNR over the mouth box (landmarks 48-67);
   - the jitter ratio (frame-to-frame change, generated / real);
   - identity colours: the mean RGB distance between generated and real frames at fixed face points (cheeks,

@@ -1,5 +1,5 @@
 """Lip-sync metrics from the mouth: synthface mouth series (strict and soft), landmark distance, closed
-mouth in silence, and the mouth strip picture (DESIGN.md §7; conventions: `evaluation/__init__`).
+mouth in silence, and the mouth strip picture (docs/EVALUATION.md, strict mouth metrics; conventions: `evaluation/__init__`).
 
 Lip sync on synthface has two readings of the mouth (`daetalker_jax.mouth_measure`). The headline is strict
 (`strict_mouth_metrics`): only pixels within 30 RGB units of the mouth-interior / teeth colours count as
@@ -116,7 +116,7 @@ def mouth_closed_in_silence_rate(mouth_open_series: Any, audio16k: Any, *, thres
 
 
 # ----------------------------------------------------------------------------------------------------
-# Strict mouth metrics (synthface, DESIGN.md §7)
+# Strict mouth metrics (synthface, docs/EVALUATION.md, strict mouth metrics)
 # ----------------------------------------------------------------------------------------------------
 
 def strict_mouth_series(frames: Any) -> dict[str, np.ndarray]:
@@ -172,7 +172,7 @@ def strict_mouth_scores(gen: dict[str, np.ndarray], real: dict[str, np.ndarray],
 
 
 def strict_mouth_metrics(gen_frames: Any, real_frames: Any, audio16k: Any = None) -> dict[str, float | int]:
-  """Strict lip-sync metrics of a generated synthface clip against the real one (DESIGN.md §7).
+  """Strict lip-sync metrics of a generated synthface clip against the real one (docs/EVALUATION.md, strict mouth metrics).
 
   The mouth is read by `strict_mouth_series` (only pixels within 30 RGB units of the mouth colours), so
   a blurred or half-rendered mouth scores as closed. Both clips: (N, H, W, 3) uint8 or float [-1, 1].

@@ -115,7 +115,7 @@ _ROWS = (  # (label, key, format)
     ('SyncNet LSE-C', 'lse_c', '{:.3f}'),
     ('SyncNet LSE-D', 'lse_d', '{:.3f}'),
 )
-# On synthface the colour-window (soft) lip-sync numbers are secondary to the strict ones (DESIGN.md §7).
+# On synthface the colour-window (soft) lip-sync numbers are secondary to the strict ones (docs/EVALUATION.md, strict mouth metrics).
 _SOFT_LABELS = {'lip_sync_r': 'soft r (secondary)', 'lip_sync_lag': 'soft r best lag (secondary)',
                 'lip_sync_r_truth': 'soft r vs truth (secondary)',
                 'mouth_closed_in_silence': 'soft closed in silence (sec.)'}

@@ -1,7 +1,7 @@
 """Metrics of one generated clip against its real clip (no model involved: usable on any pair of videos).
 
 `video_metrics` is what `python -m daetalker_jax.evaluate` and the demo report per clip: image metrics,
-and lip sync read from the synthface mouth colours (strict first, DESIGN.md §7) or from dlib's 68 landmarks
+and lip sync read from the synthface mouth colours (strict first, docs/EVALUATION.md, strict mouth metrics) or from dlib's 68 landmarks
 of real video (`detect_landmarks`).
 """
 
