@@ -180,11 +180,9 @@ def diffusion_loss(model_fn: EpsFn, schedule: Schedule, x0: jax.Array, rng: jax.
 # ----------------------------------------------------------------------------------------------- DDIM tables
 def ddim_timesteps(T: int, steps: int) -> np.ndarray:
   """diffae's space_timesteps(T, f'ddim{steps}'): range(0, T, s) for the stride s giving exactly `steps`."""
-  for stride in range(1, T):
+  for stride in range(1, T + 1):
     if len(range(0, T, stride)) == steps:
       return np.arange(0, T, stride, dtype=np.int32)
-  if steps == T:
-    return np.arange(T, dtype=np.int32)
   raise ValueError(f'ddim_timesteps: cannot create exactly {steps} steps with an integer stride from T={T}')
 
 

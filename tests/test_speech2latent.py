@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from configs import s2l as s2l_config
+from daetalker_jax import tasks
 from daetalker_jax.importers import wav2vec2 as w2v_import
 from daetalker_jax.models import speech2latent as s2l
 from daetalker_jax.models import wav2vec2 as w2v
@@ -165,7 +166,7 @@ def test_wav2vec2_frontend_is_frozen():
 def test_config_variants_build(variant, params):
   config = s2l_config.get_config(f'variant={variant}')
   assert config.task == 'speech2latent'   # the task module's name (daetalker_jax/tasks/)
-  cfg = s2l.config_from_dict(config.model, dtype=config.dtype, remat=config.remat)
+  cfg = s2l.config_from_dict(config.model, dtype=tasks.compute_dtype(config), remat=config.remat)
   abstract = nnx.eval_shape(lambda: s2l.Speech2Latent(cfg, rngs=nnx.Rngs(0)))
   n = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
   assert n == params, n               # exactly: a change of architecture must change this table

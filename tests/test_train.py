@@ -208,7 +208,7 @@ def test_generic_task_resumes_after_sigkill_like_an_uninterrupted_run(tiny_datas
     return [sys.executable, '-m', 'tests._main_with_hooks', '--config=configs/autoencoder.py:variant=tiny',
             f'--workdir={workdir}', f'--config.data.data_dir={tiny_dataset}', '--config.num_train_steps=4',
             '--config.checkpoint_every_steps=2', '--config.eval_every_steps=0', '--config.log_every_steps=2',
-            '--config.optim.warmup_steps=1', '--config.loss.mouth_weight=5.0']
+            '--config.optim.warmup_steps=1', '--config.loss.mouth_weight=5.0', '--verbose']
   uninterrupted, killed = tmp_path / 'uninterrupted', tmp_path / 'killed'
   proc = _run(cmd(uninterrupted), _env(cache_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
