@@ -112,9 +112,16 @@ def test_end_to_end_gradients_reach_stage_a():
   # At init the blocks' outputs are zero (proj_out, then the attention outputs behind it) and so is Stage A's
   # head: the landmarks cannot matter yet. A few optimizer steps open the path, one zero layer per step.
   opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def update(m, opt, batch):     # one compiled program (eager Adam over every leaf takes minutes)
+    g = grads(m, batch, True)
+    opt.update(m, g)
+    return g
+
   for _ in range(5):
-    opt.update(model, grads(model, batch, True))
-  g = grads(model, batch, True)
+    update(model, opt, batch)
+  g = update(model, opt, batch)  # the gradient after 5 updates
   norms = {'/'.join(n for n in train._path_names(p) if n != 'value'): float(jnp.linalg.norm(x))  # pylint: disable=protected-access
            for p, x in jax.tree_util.tree_leaves_with_path(nnx.state(g.stage_a, nnx.Param))}
   assert norms and all(np.isfinite(list(norms.values())))
