@@ -11,7 +11,7 @@ Stages (each is skipped when its output already exists, so an interrupted demo r
   6. generation from a held-out (test split) clip's audio, with the pose the model predicts (--pose)
                                                  generate.generate (inference/)          → OUT/generated.mp4
   7. side-by-side video (generated | real) with the audio, and how well the mouth follows the speech: the
-     strict mouth metrics of DESIGN.md §7 (`evaluation.mouth.strict_mouth_scores`: strict r at lag 0 and best
+     strict mouth metrics of docs/EVALUATION.md (`evaluation.mouth.strict_mouth_scores`: strict r at lag 0 and best
      lag, open-mouth recall, amplitude ratio, teeth recall, closed in silence), PSNR and SSIM, the soft
      colour-window r of `measure_frame` as a secondary number, and a picture of the mouths: generated over
      real at the 8 frames where the real mouth is most open.            → OUT/side_by_side.mp4, OUT/mouths.png

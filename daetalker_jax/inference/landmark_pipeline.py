@@ -1,4 +1,4 @@
-"""Landmark-diffusion generation: speech (or a landmark track) + a face → the face speaking it (DESIGN.md §9).
+"""Landmark-diffusion generation: speech (or a landmark track) + a face → the face speaking it (docs/LANDMARK.md).
 
   pipeline = LandmarkPipeline(model='runs/talkformer', options=LandmarkOptions(video='talk.mp4'))
   video = pipeline(speech)                    # Video(frames, num_frames, size, audio, info)

@@ -11,7 +11,7 @@ token of cond.audio_code + cond.landmark_code numbers through cross-attention (m
       are left out so the lip shape cannot leak) -> LandmarkNet (MLP 78 -> 128 -> 64 -> 64) -> (B, 64)
   context = [audio code | landmark code] as one token (B, 1, 128).
 
-DESIGN.md §8 holds the facts from the original code (sstzal/DiffTalk: AudioNet, AudioAttNet, LdmNet); what
+docs/DIFFTALK.md describes the method and the original code (sstzal/DiffTalk: AudioNet, AudioAttNet, LdmNet); what
 differs here: landmarks are fractions of the side mapped to [-1, 1] (the original feeds 256-px pixel
 coordinates), and the audio front end is log-mel or wav2vec2/HuBERT instead of DeepSpeech.
 The first-stage autoencoder lives in this module's `first_stage` attribute so that one checkpoint holds the

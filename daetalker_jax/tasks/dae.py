@@ -7,7 +7,7 @@ with the EMA model and decoded by DDIM twice —
 from its DDIM-inverted x_T (how well the pair (z_sem, x_T) reconstructs the frame) and from one shared
 noise image (what generation does: DAE-Talker decodes every frame from the same x_T) — written as a
 grid (rows: input, inverted-x_T decode, shared-x_T decode) to TensorBoard and to WORKDIR/recon/*.png,
-with the PSNR of both decodes, and the strict mouth metrics (DESIGN.md §7) of the shared-x_T decodes
+with the PSNR of both decodes, and the strict mouth metrics (docs/EVALUATION.md) of the shared-x_T decodes
 against their own input frames: does the latent alone carry the open mouth? (nan off synthface.)
 """
 

@@ -10,7 +10,7 @@ config.data.min_reference_gap frames away, and the speech around each frame.
 Evaluation: fixed validation examples generated with the EMA model from one seeded x_T (the DiffTalk codec,
 inference/difftalk_codec.py, as generation uses), written as a grid (rows: masked target, reference,
 generated, real) to TensorBoard and WORKDIR/samples/, with eval/psnr, eval/psnr_mouth (the mouth box) and the
-strict mouth metrics of the generated frames against the real ones (DESIGN.md §7; nan off synthface).
+strict mouth metrics of the generated frames against the real ones (docs/EVALUATION.md; nan off synthface).
 """
 
 from __future__ import annotations
