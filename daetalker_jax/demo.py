@@ -270,7 +270,7 @@ def run_demo(out: str, *, clips: int = 16, seconds: float = 5.0, video_size: int
 
 
 def _summary(res: dict) -> str:
-  """The demo's lip-sync report: strict mouth metrics first (DESIGN.md §7), the soft r labelled secondary."""
+  """The demo's lip-sync report: strict mouth metrics first (docs/EVALUATION.md), the soft r labelled secondary."""
   return '\n'.join([
       f'[demo] strict mouth r:  {res["strict_r"]:.3f} at lag 0, {res["strict_r_best"]:.3f} at the best lag '
       f'{res["strict_best_lag"]:+d} frames (within +-2) over {res["frames"]} frames (only pixels within 30 RGB '
