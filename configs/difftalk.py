@@ -1,4 +1,4 @@
-"""DiffTalk: train the latent-diffusion denoiser of a generic-identity talking face (DESIGN.md §8).
+"""DiffTalk: train the latent-diffusion denoiser of a generic-identity talking face (docs/DIFFTALK.md).
 
 Needs a trained first stage (the VQ autoencoder): an `autoencoder` workdir (configs/autoencoder.py), a
 diffusers VQModel folder or an LDM / DiffTalk .ckpt, given as config.first_stage; its shapes must be

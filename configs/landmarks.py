@@ -1,4 +1,4 @@
-"""Landmark diffusion, Stage A: train the audio → lip/jaw landmark transformer (DESIGN.md §9).
+"""Landmark diffusion, Stage A: train the audio → lip/jaw landmark transformer (docs/LANDMARK.md).
 
 Run:
   python -m daetalker_jax.main --config=configs/landmarks.py:variant=demo --workdir=/tmp/landmarks \

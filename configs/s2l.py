@@ -10,7 +10,7 @@ With wav2vec2 features (a local Hugging Face wav2vec2 or HuBERT folder, e.g. fac
 facebook/hubert-base-ls960 downloaded beforehand; config.json's model_type says which):
   python -m daetalker_jax.main --config=configs/s2l.py:variant=base,frontend=wav2vec2 --workdir=/tmp/s2l \
       --config.data.data_dir=DATA --config.model.wav2vec2_path=/models/wav2vec2-base
-Variants: `tiny` (CPU tests), `demo` (CPU demo), `base` (the DESIGN.md settings: d_model 512, 4 heads,
+Variants: `tiny` (CPU tests), `demo` (CPU demo), `base` (the DAE-Talker paper's settings: d_model 512, 4 heads,
 4 + 4 blocks, kernel 13, dropout 0.1). Extra args: `frontend=logmel|wav2vec2`.
 """
 

@@ -1,4 +1,4 @@
-"""Landmark diffusion, Stage B: the TalkFormer renderer, then the end-to-end fine-tune (DESIGN.md §9).
+"""Landmark diffusion, Stage B: the TalkFormer renderer, then the end-to-end fine-tune (docs/LANDMARK.md).
 
 Run (after the autoencoder, configs/autoencoder.py, and Stage A, configs/landmarks.py):
   python -m daetalker_jax.main --config=configs/talkformer.py:variant=demo --workdir=/tmp/talkformer \

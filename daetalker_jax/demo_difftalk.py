@@ -10,7 +10,7 @@ Stages (each skipped when its output exists, so an interrupted demo resumes):
   4. DiffTalk (configs/difftalk.py:variant=demo) on the frozen autoencoder                      → OUT/difftalk
   5. the test-split clips (an unseen identity; the first `heldout_clips`, 4: all of the preset's) dubbed with
      their own speech by the DiffTalk pipeline (inpainting the jaw region, one shared x_T), scored against the
-     real frames: the strict mouth metrics (DESIGN.md §7), PSNR/SSIM over the frame and the mouth box, the
+     real frames: the strict mouth metrics (docs/EVALUATION.md), PSNR/SSIM over the frame and the mouth box, the
      jitter ratio, identity colours. The first clip in detail (mouths.png, side_by_side.mp4), every clip in
      heldout.json (+ mouths_<clip>.png), and their frame-weighted mean: the numbers the targets are read on.
 """

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md §7): the names of `daetalker_jax.evaluation`'s modules in one namespace.
+"""Evaluation metrics (docs/EVALUATION.md): the names of `daetalker_jax.evaluation`'s modules in one namespace.
 
 The metrics live in `daetalker_jax/evaluation/` (image, series, audio, mouth, sync; conventions in its
 `__init__`). This module keeps `eval_metrics.<name>` working for the callers that use it.

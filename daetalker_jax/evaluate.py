@@ -1,4 +1,4 @@
-"""End-to-end evaluation on held-out clips (DESIGN.md §7): DAE reconstruction, speech2latent, and video.
+"""End-to-end evaluation on held-out clips (docs/EVALUATION.md): DAE reconstruction, speech2latent, and video.
 
   python -m daetalker_jax.evaluate --dae DAE_WORKDIR --s2l S2L_WORKDIR --data DATA_DIR --split test \
       [--method dae_talker --max-clips 8 --max-frames 250 --steps 20 --out results.json --syncnet syncnet_v2.model]
@@ -15,7 +15,7 @@ For every clip of the split (at most --max-clips, each cut to --max-frames):
   3. Video: both latent tracks decoded from the shared x_T (exactly `generate`'s decoder) and compared
      with the real frames: PSNR, SSIM, lip sync, mouth closed during silence, temporal jitter ratio.
      Lip sync depends on the data: synthface (a `<source>.json` sidecar beside the source video) → the
-     strict mouth metrics of DESIGN.md §7 as the headline (`evaluation.mouth.strict_mouth_scores`: only pixels
+     strict mouth metrics of docs/EVALUATION.md as the headline (`evaluation.mouth.strict_mouth_scores`: only pixels
      within 30 RGB units of the mouth colours count as open mouth; strict r at lag 0 and best lag in ±2,
      open-mouth recall, amplitude ratio, teeth recall, closed in silence), and as secondary numbers the
      soft colour-window reading (`measure_frame`): Pearson r of the mouth opening of generated vs real
@@ -241,7 +241,7 @@ def evaluate(dae_dir: str, s2l_dir: str, data_dir: str, split: str = 'test', *, 
 # --------------------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='python -m daetalker_jax.evaluate',
-                              description='Evaluate a method on held-out clips (DESIGN.md §7).')
+                              description='Evaluate a method on held-out clips (docs/EVALUATION.md).')
   p.add_argument('--method', default='dae_talker', choices=inference.METHODS,
                  help='which method generates (default dae_talker)')
   p.add_argument('--dae', default='', help='DAE training workdir (task dae; --method dae_talker)')

@@ -9,7 +9,7 @@ import pytest
 from daetalker_jax import eval_metrics as em
 from daetalker_jax import mouth_measure
 from daetalker_jax.data import contract
-from daetalker_jax.mouth_measure import MOUTH_RGB   # the reserved synthface mouth-interior colour (DESIGN.md §4)
+from daetalker_jax.mouth_measure import MOUTH_RGB   # the reserved synthface mouth-interior colour (docs/DATA.md)
 
 
 # Its module fixtures are built once: pytest-xdist runs the whole module on one worker.
@@ -291,7 +291,7 @@ def test_syncnet_face_crop():
   assert edge[0, 0, 0] == 110 and edge[-1, -1, 0] == 0
 
 
-# ----- strict mouth metrics (DESIGN.md §7) --------------------------------------------------------
+# ----- strict mouth metrics (docs/EVALUATION.md) --------------------------------------------------------
 
 @pytest.fixture(scope='module')
 def synth_clip():

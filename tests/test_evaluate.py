@@ -58,7 +58,7 @@ def test_identical_videos_are_perfect(test_clip):
   else:
     assert math.isnan(m['roll_measured_mae_deg'])
   assert m['mouth_closed_in_silence'] == m['mouth_closed_in_silence_real']
-  # The strict headline (DESIGN.md §7) on the prepared 32 px JPEG crops.
+  # The strict headline (docs/EVALUATION.md) on the prepared 32 px JPEG crops.
   assert m['strict_r'] == pytest.approx(1.0) and m['strict_best_lag'] == 0
   assert m['num_open_frames'] > 0 and m['open_recall'] == 1.0 and m['amplitude_ratio'] == 1.0
   assert m['strict_closed_in_silence'] == m['strict_closed_in_silence_real']

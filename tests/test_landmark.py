@@ -1,4 +1,4 @@
-"""Landmark diffusion with TalkFormer (DESIGN.md §9): Stage A, the renderer, end to end, generation."""
+"""Landmark diffusion with TalkFormer (docs/LANDMARK.md): Stage A, the renderer, end to end, generation."""
 
 import json
 

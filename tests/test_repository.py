@@ -43,7 +43,7 @@ def test_reference_data_is_in_the_repository_and_small():
   assert sum(p.stat().st_size for p in ref.iterdir()) < 4_000_000
 
 
-# ----- dependencies run one way (DESIGN.md §5) ------------------------------------------------------
+# ----- dependencies run one way (docs/ARCHITECTURE.md) ------------------------------------------------------
 
 def _library_files(folder: str = 'daetalker_jax') -> list[pathlib.Path]:
   return sorted(p for p in (REPO / folder).rglob('*.py') if '__pycache__' not in p.parts)

@@ -1,4 +1,4 @@
-"""The data contract's numbers, defined once (docs/DATA.md, DESIGN.md §3).
+"""The data contract's numbers, defined once (docs/DATA.md).
 
 Video is 25 frames/s and audio 16 kHz mono, so video frame k owns the audio samples [640k, 640(k+1)).
 Audio is stored as int16 PCM and handled as float32 in [-1, 1]: reading divides by 32768, writing multiplies

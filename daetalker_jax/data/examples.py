@@ -1,4 +1,4 @@
-"""Training examples of the generic-identity methods (DiffTalk, DESIGN.md §8; landmark diffusion, §9): a frame
+"""Training examples of the generic-identity methods (DiffTalk, docs/DIFFTALK.md; landmark diffusion, docs/LANDMARK.md): a frame
 with its masked copy, a reference frame of the same clip, the speech around it and its landmarks.
 
 One example (all arrays numpy, batched on the leading axis):
@@ -11,7 +11,7 @@ One example (all arrays numpy, batched on the leading axis):
   landmarks  (39, 2) float32                the context landmarks (models/difftalk.CONTEXT_LANDMARKS) as
                                              fractions of the side
   mouth_box  (4,) float32                   landmarks 48-67's box (x0, y0, x1, y1) as fractions of the side
-Landmark diffusion (DESIGN.md §9; `make_landmark_batch`) adds, for the T frames centred on the target:
+Landmark diffusion (docs/LANDMARK.md; `make_landmark_batch`) adds, for the T frames centred on the target:
   audio (T, W, D), context (T, 39, 2), motion (T, 29, 2) landmarks, valid (T,), and ref_sets (K, 68, 2), the
   landmarks of K random frames of the clip; with images, the target's `landmarks` (68, 2) and the reference's
   `ref_landmarks` (68, 2) (its audio is then Stage A's windows, not the 8-frame DiffTalk windows above).
@@ -178,7 +178,7 @@ def make_batch(store: Store, rng: np.random.Generator, batch_size: int, *, audio
 
 def landmark_window(store: Store, rng: np.random.Generator, clip: int, frame: int, *, num_frames: int,
                     num_refs: int, audio_window: int) -> dict[str, np.ndarray]:
-  """Stage A's inputs for the `num_frames` frames centred on `frame` (landmark diffusion, DESIGN.md §9):
+  """Stage A's inputs for the `num_frames` frames centred on `frame` (landmark diffusion, docs/LANDMARK.md):
   audio (T, W, D) one window per frame; context (T, 39, 2) and motion (T, 29, 2) landmarks; valid (T,) (frames
   past the clip's ends repeat its edge frames; frames without landmarks take the centre frame's and are
   invalid); ref_sets (K, 68, 2): landmarks of K random frames of the clip with a face."""

@@ -1,4 +1,4 @@
-"""Stage A of landmark diffusion (DESIGN.md §9): speech → the lip and jaw landmarks, in Flax NNX.
+"""Stage A of landmark diffusion (docs/LANDMARK.md): speech → the lip and jaw landmarks, in Flax NNX.
 
   points = Audio2Landmarks(cfg, rngs=rngs)(audio, context, ref_sets)   # (B, T, 29, 2), pose-normalised
 

@@ -1,4 +1,4 @@
-"""Stage B of landmark diffusion (DESIGN.md §9): a diffusion renderer that follows landmarks, in Flax NNX.
+"""Stage B of landmark diffusion (docs/LANDMARK.md): a diffusion renderer that follows landmarks, in Flax NNX.
 
   model = LandmarkDiffusion(cfg..., rngs=rngs)
   cond = model.condition(masked, reference, landmarks, ref_landmarks)      # once per frame (or per clip)
