@@ -25,10 +25,29 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+_REPLICA_PARALLEL: bool | None = None     # what this process registered (None: orbax's default, untouched)
+
+
+def _register_array_handler() -> None:
+  """Replica-parallel saving only where several processes write.
+
+  Orbax's default splits every replicated array into one slice per replica so that the hosts of a pod share
+  its writing. In one process every byte is written by the same host anyway; there the split only adds one
+  small device program per slice (a tiny DiffTalk's two saves on 8 CPU devices: 56 s of slicing).
+  """
+  global _REPLICA_PARALLEL
+  want = jax.process_count() > 1
+  if _REPLICA_PARALLEL != want:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=want), override=True)
+    _REPLICA_PARALLEL = want
+
+
 class Checkpointer:
   """A thin wrapper around `ocp.CheckpointManager` for the train state and its JSON meta."""
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
+    _register_array_handler()
     self.directory = checkpoint_dir(workdir)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,

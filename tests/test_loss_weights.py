@@ -76,10 +76,12 @@ def test_dae_task_feeds_the_mouth_box_to_its_loss(tiny_dataset):
   assert set(batch) == {'image', 'mouth_box', 'mouth_valid'} and batch['mouth_valid'].all()
   model = dae.create_model(config, nnx.Rngs(0))   # fresh: zero output, so the loss is the target's energy
   rng = jax.random.key(0)
-  weighted, _ = dae.loss_fn(config, model, batch, rng, train=False)
-  config.loss.mouth_weight = 1.0
-  unweighted, _ = dae.loss_fn(config, model, batch, rng, train=False)
-  assert abs(float(weighted) - float(unweighted)) > 1e-4 * float(unweighted)
+
+  def loss(weight):    # compiled (op by op, every layer's ops compile on their own); the weight is read at trace
+    config.loss.mouth_weight = weight
+    return float(nnx.jit(lambda m, b: dae.loss_fn(config, m, b, rng, train=False)[0])(model, batch))
+  weighted, unweighted = loss(10.0), loss(1.0)
+  assert abs(weighted - unweighted) > 1e-4 * unweighted
   config.loss.mouth_weight = 10.0
   with np.testing.assert_raises(ValueError):
     dae.loss_fn(config, model, {'image': batch['image']}, rng, train=False)
@@ -110,10 +112,11 @@ def test_mouth_probe_loss_trains_the_encoder_to_carry_the_mouth():
   def loss_of(p):
     loss, aux = dae.loss_fn(config, nnx.merge(graphdef, p, rest), batch, jax.random.key(0), train=True)
     return loss, aux
-  (_, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+  (_, aux), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(params)   # one program, not op by op
   assert float(aux['probe_loss']) > 0
   norm = lambda tree: float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(tree)))
   assert norm(grads['probe']) > 0 and norm(grads['encoder']) > 0
   config.model.enc_probe_outputs = 0
-  with pytest.raises(ValueError, match='enc_probe_outputs'):
-    dae.loss_fn(config, dae.create_model(config, nnx.Rngs(0)), batch, jax.random.key(0), train=True)
+  with pytest.raises(ValueError, match='enc_probe_outputs'):    # traced: the error comes before any compute
+    nnx.eval_shape(lambda: dae.loss_fn(config, dae.create_model(config, nnx.Rngs(0)), batch, jax.random.key(0),
+                                       train=True))
